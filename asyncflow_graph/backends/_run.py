@@ -1,0 +1,156 @@
+"""Running a unit's calls and commands; shared by the built-in backends.
+
+``run_chain`` is a plain function so it can run in a thread, in a worker process
+(shipped with cloudpickle) or on a Dask worker alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import CommandFailedError, SerializationError
+from .base import Command, Work
+
+__all__ = [
+    "Call",
+    "calls_of",
+    "run_chain",
+    "run_command",
+    "run_command_sync",
+    "run_pickled_chain",
+]
+
+#: (key, func, args, kwargs, deep) — a node reduced to what running it needs.
+Call = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
+#: (key, succeeded, value or exception)
+Outcome = tuple[str, bool, Any]
+
+
+def calls_of(work: Work) -> list[Call]:
+    return [(n.key, n.func, n.args, dict(n.kwargs), n.deep) for n in work.nodes]
+
+
+def run_chain(calls: Sequence[Call], inputs: Mapping[str, Any]) -> list[Outcome]:
+    """Run calls back to back; stop at the first failure. Coroutine functions get
+    a private event loop (we are off the engine's loop here)."""
+    from ..spec import substitute
+
+    values: Mapping[str, Any] = inputs
+    out: list[Outcome] = []
+    for key, func, args, kwargs, deep in calls:
+        try:
+            a, kw = substitute(args, kwargs, values, deep)
+            value = func(*a, **kw)
+            if inspect.iscoroutine(value):
+                value = asyncio.run(value)
+        except Exception as exc:
+            out.append((key, False, exc))
+            return out
+        out.append((key, True, value))
+        values = {key: value}
+    return out
+
+
+def run_pickled_chain(payload: bytes) -> bytes:
+    """Process-pool entry point: cloudpickle in, cloudpickle out.
+
+    A value or exception that cannot be pickled back becomes a clear error for
+    that task instead of breaking the pool."""
+    import cloudpickle
+
+    calls, inputs = cloudpickle.loads(payload)
+    outcomes = run_chain(calls, inputs)
+    try:
+        return bytes(cloudpickle.dumps(outcomes))
+    except Exception:
+        safe: list[Outcome] = []
+        for key, ok, value in outcomes:
+            try:
+                cloudpickle.dumps(value)
+                safe.append((key, ok, value))
+            except Exception as exc:
+                err = SerializationError(
+                    f"the {'result' if ok else 'exception'} of task {key!r} "
+                    f"({type(value).__name__}) cannot be pickled back from the worker "
+                    f"process: {exc}"
+                )
+                safe.append((key, False, err))
+                break
+        return bytes(cloudpickle.dumps(safe))
+
+
+async def run_command(cmd: Command) -> str:
+    """Run ``cmd`` as a child process of the engine's loop; killed if cancelled.
+
+    Returns stdout as a string, or the stdout file's path with capture_stdio."""
+    out_f = err_f = None
+    try:
+        if cmd.stdout_path is not None and cmd.stderr_path is not None:
+            os.makedirs(os.path.dirname(cmd.stdout_path), exist_ok=True)
+            out_f = open(cmd.stdout_path, "wb")  # noqa: SIM115 - closed in finally
+            err_f = open(cmd.stderr_path, "wb")  # noqa: SIM115
+        stdout = out_f if out_f is not None else asyncio.subprocess.PIPE
+        stderr = err_f if err_f is not None else asyncio.subprocess.PIPE
+        if cmd.shell is not None:
+            proc = await asyncio.create_subprocess_shell(
+                cmd.shell, stdout=stdout, stderr=stderr, cwd=cmd.cwd, env=cmd.env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        else:
+            assert cmd.argv is not None
+            proc = await asyncio.create_subprocess_exec(
+                *cmd.argv, stdout=stdout, stderr=stderr, cwd=cmd.cwd, env=cmd.env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        try:
+            out_b, err_b = await proc.communicate()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+    finally:
+        for f in (out_f, err_f):
+            if f is not None:
+                f.close()
+    return _command_result(cmd, proc.returncode or 0, out_b, err_b)
+
+
+def run_command_sync(cmd: Command) -> str:
+    """The same as :func:`run_command`, blocking (for threads and remote workers)."""
+    if cmd.stdout_path is not None and cmd.stderr_path is not None:
+        os.makedirs(os.path.dirname(cmd.stdout_path), exist_ok=True)
+        with open(cmd.stdout_path, "wb") as out_f, open(cmd.stderr_path, "wb") as err_f:
+            proc = subprocess.run(
+                cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
+                shell=cmd.shell is not None, stdout=out_f, stderr=err_f, cwd=cmd.cwd,
+                env=cmd.env, stdin=subprocess.DEVNULL, check=False,
+            )
+        return _command_result(cmd, proc.returncode, None, None)
+    proc = subprocess.run(
+        cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
+        shell=cmd.shell is not None, capture_output=True, cwd=cmd.cwd, env=cmd.env,
+        stdin=subprocess.DEVNULL, check=False,
+    )
+    return _command_result(cmd, proc.returncode, proc.stdout, proc.stderr)
+
+
+def _command_result(cmd: Command, code: int, out_b: bytes | None, err_b: bytes | None) -> str:
+    if cmd.stdout_path is not None:
+        if code != 0:
+            with open(cmd.stderr_path or os.devnull, "rb") as f:
+                err_b = f.read()
+            raise CommandFailedError(cmd.text, code, _text(err_b))
+        return cmd.stdout_path
+    if code != 0:
+        raise CommandFailedError(cmd.text, code, _text(err_b), _text(out_b))
+    return _text(out_b)
+
+
+def _text(data: bytes | None) -> str:
+    return data.decode(errors="replace") if data else ""

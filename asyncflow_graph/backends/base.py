@@ -1,0 +1,129 @@
+"""The native backend protocol: one small base class.
+
+The executor hands a backend :class:`Work` items — each a fused unit of nodes whose
+inputs are resolved — and the backend answers through the :class:`Reporter` it got
+at start, always on the event-loop thread. ``submit`` never blocks: it schedules the
+work and returns. Everything a backend needs to know about a task is in the frozen
+:class:`~asyncflow_graph.spec.Node`; nothing here is shared mutable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..compiler.plan import Capabilities, Unit
+from ..spec import Node
+
+__all__ = ["Backend", "BackendContext", "Command", "Reporter", "Work"]
+
+
+class Reporter(Protocol):
+    """How a backend reports task outcomes (call on the event-loop thread)."""
+
+    def running(self, key: str) -> None: ...
+    def done(self, key: str, value: Any) -> None: ...
+    def failed(self, key: str, exc: BaseException) -> None: ...
+    def cancelled(self, key: str, msg: str | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command ready to run: an argv list (exec) or a shell string."""
+
+    argv: tuple[str, ...] | None
+    shell: str | None
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    stdout_path: str | None = None  # set when capture_stdio=True
+    stderr_path: str | None = None
+
+    @property
+    def text(self) -> str:
+        import shlex
+
+        return self.shell if self.shell is not None else shlex.join(self.argv or ())
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """One unit ready to run. ``inputs`` holds the values of ``unit.inputs``;
+    ``payload`` is the built :class:`Command` of an executable task or the prompt
+    text of a prompt task (None for function tasks)."""
+
+    unit: Unit
+    nodes: tuple[Node, ...]
+    inputs: Mapping[str, Any]
+    payload: Any = None
+
+    @property
+    def key(self) -> str:
+        return self.unit.keys[0]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendContext:
+    engine_uid: str
+    work_dir: Path  # {engine work_dir}/{engine uid}: owned by the engine
+    loop: asyncio.AbstractEventLoop
+    reporter: Reporter
+
+
+class Backend(ABC):
+    """Base class of native backends.
+
+    Subclasses set ``capabilities`` and implement ``submit``; ``start``, ``cancel``
+    and ``close`` have safe defaults. Backends are awaitable (``await Backend()``
+    returns the backend, as AsyncFlow's are) and async context managers."""
+
+    capabilities: Capabilities = Capabilities()
+    name: str
+
+    def __init__(self, name: str = "default") -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"backend name must be a non-empty str, got {name!r}")
+        self.name = name
+        self._context: BackendContext | None = None
+
+    @property
+    def context(self) -> BackendContext:
+        if self._context is None:
+            raise RuntimeError(f"backend {self.name!r} is not attached to an engine")
+        return self._context
+
+    async def start(self, context: BackendContext) -> None:
+        """Attach to an engine. Called once, on the engine's loop."""
+        self._context = context
+
+    @abstractmethod
+    def submit(self, works: Sequence[Work]) -> None:
+        """Schedule ``works`` (all ready now) and return at once."""
+
+    async def cancel(self, work: Work) -> None:  # noqa: B027 - optional hook
+        """Stop ``work`` if it is running; report ``cancelled`` for what stopped."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every resource; called once at engine shutdown."""
+
+    def state(self) -> str:
+        return "RUNNING" if self._context is not None else "INITIALIZED"
+
+    # AsyncFlow-style conveniences -------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, Backend]:
+        if False:  # pragma: no cover - makes this a generator
+            yield
+        return self
+
+    async def __aenter__(self) -> Backend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name!r}>"

@@ -1,0 +1,190 @@
+"""``LocalExecutionBackend``: thread or process pools on this machine.
+
+* Coroutine functions run on the engine's own event loop (no thread hop) unless
+  ``inline_async=False`` or the pool is a process pool: an async task is
+  cooperative by contract, and skipping the hop is the largest single saving per
+  task. Plain functions run in the pool.
+* Executables run as child processes of the loop (asyncio subprocess), so a
+  cancel or timeout really kills them; nothing blocks the loop.
+* A process pool gets the unit's calls with cloudpickle, so lambdas and closures
+  work; results that cannot come back become a clear error for that task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..compiler.plan import Capabilities
+from ..errors import BackendError
+from ..spec import substitute
+from ._run import calls_of, run_chain, run_command, run_pickled_chain
+from .base import Backend, Command, Work
+
+__all__ = ["LocalExecutionBackend"]
+
+
+class LocalExecutionBackend(Backend):
+    def __init__(
+        self,
+        executor: Executor | None = None,
+        name: str = "default",
+        *,
+        inline_async: bool = True,
+    ) -> None:
+        if executor is not None and not isinstance(executor, Executor):
+            raise TypeError(
+                f"executor must be a concurrent.futures.Executor (ThreadPoolExecutor or "
+                f"ProcessPoolExecutor), got {type(executor).__name__}"
+            )
+        super().__init__(name)
+        self._owns_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            thread_name_prefix=f"asyncflow-{name}"
+        )
+        self._processes = isinstance(self._executor, ProcessPoolExecutor)
+        self._inline = inline_async and not self._processes
+        self.capabilities = Capabilities(needs_pickle=self._processes)
+        self._tasks: dict[str, asyncio.Future[Any]] = {}
+        self._is_async: dict[Callable[..., Any], bool] = {}
+        self._closed = False
+
+    @classmethod
+    async def create(cls, executor: Executor | None = None, name: str = "default") -> Any:
+        return cls(executor, name)
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    def state(self) -> str:
+        return "SHUTDOWN" if self._closed else ("IDLE" if self._context else "INITIALIZED")
+
+    # -- submission ---------------------------------------------------------------------
+
+    def submit(self, works: Sequence[Work]) -> None:
+        loop = self.context.loop
+        tasks = self._tasks
+        for w in works:
+            if w.payload is not None:
+                coro = self._run_command(w)
+            elif self._inline and self._all_async(w):
+                coro = self._run_inline(w)
+            else:
+                coro = self._run_pooled(w)
+            tasks[w.key] = loop.create_task(coro)
+
+    def _all_async(self, work: Work) -> bool:
+        cache = self._is_async
+        for node in work.nodes:
+            flag = cache.get(node.func)
+            if flag is None:
+                flag = cache[node.func] = inspect.iscoroutinefunction(node.func)
+            if not flag:
+                return False
+        return True
+
+    async def _run_inline(self, work: Work) -> None:
+        report = self.context.reporter
+        values = work.inputs
+        try:
+            for node in work.nodes:
+                if node.deps:
+                    args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
+                    value = await node.func(*args, **kwargs)
+                else:
+                    value = await node.func(*node.args, **node.kwargs)
+                report.done(node.key, value)
+                values = {node.key: value}
+        except asyncio.CancelledError:
+            report.cancelled(node.key)
+            raise
+        except Exception as exc:
+            report.failed(node.key, exc)
+        finally:
+            self._tasks.pop(work.key, None)
+
+    async def _run_pooled(self, work: Work) -> None:
+        report = self.context.reporter
+        loop = self.context.loop
+        calls = calls_of(work)
+        inputs = dict(work.inputs)
+        try:
+            if self._processes:
+                import cloudpickle
+
+                blob = await loop.run_in_executor(
+                    self._executor, run_pickled_chain, cloudpickle.dumps((calls, inputs))
+                )
+                outcomes = cloudpickle.loads(blob)
+            else:
+                outcomes = await loop.run_in_executor(self._executor, run_chain, calls, inputs)
+        except asyncio.CancelledError:
+            report.cancelled(work.key)
+            raise
+        except BrokenProcessPool as exc:
+            report.failed(
+                work.key,
+                BackendError(
+                    f"a worker process of backend {self.name!r} died while running "
+                    f"{work.nodes[0].name!r} ({exc}); the pool is rebuilt for later tasks"
+                ),
+            )
+            self._rebuild_pool()
+            return
+        except Exception as exc:  # e.g. pickling the call failed
+            report.failed(work.key, exc)
+            return
+        finally:
+            self._tasks.pop(work.key, None)
+        for key, ok, value in outcomes:
+            if ok:
+                report.done(key, value)
+            else:
+                report.failed(key, value)
+
+    async def _run_command(self, work: Work) -> None:
+        report = self.context.reporter
+        cmd: Command = work.payload
+        report.running(work.key)
+        try:
+            result = await run_command(cmd)
+        except asyncio.CancelledError:
+            report.cancelled(work.key)
+            raise
+        except Exception as exc:
+            report.failed(work.key, exc)
+        else:
+            report.done(work.key, result)
+        finally:
+            self._tasks.pop(work.key, None)
+
+    def _rebuild_pool(self) -> None:
+        if self._owns_executor or isinstance(self._executor, ProcessPoolExecutor):
+            old = self._executor
+            workers = getattr(old, "_max_workers", None)
+            self._executor = ProcessPoolExecutor(max_workers=workers)
+            old.shutdown(wait=False, cancel_futures=True)
+
+    # -- cancel / close -----------------------------------------------------------------
+
+    async def cancel(self, work: Work) -> None:
+        task = self._tasks.pop(work.key, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+        # Never block the loop on running threads: the pool drains in a helper thread.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

@@ -1,0 +1,36 @@
+"""``NoopExecutionBackend``: a dry run. Never runs user code, not even builders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..compiler.plan import Capabilities
+from ..spec import TaskKind
+from .base import Backend, Work
+
+__all__ = ["NoopExecutionBackend"]
+
+DUMMY_OUTPUT = "Dummy Output"
+DUMMY_PROMPT_OUTPUT = "Dummy Prompt Output"
+
+
+class NoopExecutionBackend(Backend):
+    capabilities = Capabilities(supports_prompts=True, executes_code=False)
+
+    def __init__(self, name: str = "default") -> None:
+        super().__init__(name)
+
+    def state(self) -> str:
+        return "IDLE"
+
+    def submit(self, works: Sequence[Work]) -> None:
+        # Complete on the next loop turn: reporting from inside submit would
+        # re-enter the executor and recurse along long cross-backend chains.
+        self.context.loop.call_soon(self._complete, list(works))
+
+    def _complete(self, works: list[Work]) -> None:
+        report = self.context.reporter
+        for w in works:
+            for node in w.nodes:
+                out = DUMMY_PROMPT_OUTPUT if node.kind is TaskKind.PROMPT else DUMMY_OUTPUT
+                report.done(node.key, out)

@@ -1,0 +1,18 @@
+"""The graph compiler: pure passes from an immutable graph to a partitioned plan."""
+
+from .passes import assign_backends, compile_plan, cull, fuse, partition, validate
+from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
+
+__all__ = [
+    "ENGINE_BACKEND",
+    "Capabilities",
+    "Partition",
+    "Plan",
+    "Unit",
+    "assign_backends",
+    "compile_plan",
+    "cull",
+    "fuse",
+    "partition",
+    "validate",
+]

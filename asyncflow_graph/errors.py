@@ -1,0 +1,117 @@
+"""The one exception tree of asyncflow_graph.
+
+Every error the library raises derives from :class:`AsyncFlowGraphError`; where a
+built-in type is what AsyncFlow users catch (``KeyError`` for an unknown backend,
+``NotImplementedError`` for prompts on a compute backend, ``TimeoutError``), the
+class also derives from that built-in so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AsyncFlowGraphError",
+    "BackendError",
+    "BackendNotFoundError",
+    "CommandFailedError",
+    "ConfigurationError",
+    "DependencyFailureError",
+    "EngineClosedError",
+    "PromptNotSupportedError",
+    "SerializationError",
+    "TaskBuildError",
+    "TaskTimeoutError",
+]
+
+
+class AsyncFlowGraphError(Exception):
+    """Root of every error raised by asyncflow_graph."""
+
+
+class ConfigurationError(AsyncFlowGraphError, ValueError):
+    """Bad arguments to the engine, a decorator or a backend (raised at once)."""
+
+
+class BackendNotFoundError(AsyncFlowGraphError, KeyError):
+    """A task was routed to a backend name the engine does not know.
+
+    Derives from ``KeyError`` as AsyncFlow documents; ``str()`` gives the plain
+    message instead of ``KeyError``'s quoted repr.
+    """
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = tuple(known)
+        super().__init__(
+            f"no backend named {name!r} is registered with this engine "
+            f"(registered: {', '.join(map(repr, self.known)) or 'none'}); pass a backend "
+            f"with name={name!r} to WorkflowEngine.create(backend=[...]) or fix the "
+            f"task's backend= option"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PromptNotSupportedError(AsyncFlowGraphError, NotImplementedError):
+    """A prompt task was routed to a backend that cannot serve prompts."""
+
+
+class SerializationError(AsyncFlowGraphError, TypeError):
+    """A callable or value cannot be shipped to a process or remote backend."""
+
+
+class TaskBuildError(AsyncFlowGraphError, ValueError):
+    """An executable or prompt builder returned something unusable."""
+
+
+class CommandFailedError(AsyncFlowGraphError, RuntimeError):
+    """An executable task exited with a non-zero status."""
+
+    def __init__(self, command: str, exit_code: int, stderr: str, stdout: str = "") -> None:
+        self.command = command
+        self.exit_code = exit_code
+        self.stderr = stderr
+        self.stdout = stdout
+        tail = stderr.strip()[-2000:] or "(no stderr)"
+        super().__init__(f"command {command!r} exited with status {exit_code}: {tail}")
+
+
+class TaskTimeoutError(AsyncFlowGraphError, TimeoutError):
+    """A task ran longer than its ``timeout`` option."""
+
+
+class BackendError(AsyncFlowGraphError, RuntimeError):
+    """A backend misbehaved (failed to submit, lost a task, broke its protocol)."""
+
+
+class EngineClosedError(AsyncFlowGraphError, RuntimeError):
+    """A task was created on an engine that has been shut down."""
+
+
+class DependencyFailureError(AsyncFlowGraphError):
+    """A task did not run because a task it depends on failed.
+
+    ``failed_dependencies`` names the failed upstream tasks and ``root_cause`` is the
+    first failed dependency's exception (itself a ``DependencyFailureError`` further
+    down a chain); it is also ``__cause__`` so tracebacks show the chain.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        failed_dependencies: Sequence[str] | None = None,
+        root_cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.failed_dependencies = list(failed_dependencies or ())
+        self.root_cause = root_cause
+        if root_cause is not None:
+            self.__cause__ = root_cause
+
+    def __str__(self) -> str:
+        if self.root_cause is None:
+            return self.message
+        return f"{self.message} (root cause: {type(self.root_cause).__name__}: {self.root_cause})"

@@ -1,0 +1,6 @@
+"""The executor: a pure run-state machine and the async driver around it."""
+
+from .driver import Executor
+from .state import RunState
+
+__all__ = ["Executor", "RunState"]

@@ -1,0 +1,327 @@
+"""The async driver around :class:`RunState`: the one place with mutable run state.
+
+It turns compiled plans into backend submissions the moment a unit's inputs are
+ready (no polling, no sleeps), runs executable/prompt builders and block bodies on
+the engine's loop, resolves the handles' futures, and implements the backend
+:class:`~asyncflow_graph.backends.base.Reporter` interface. Every method runs on the
+event-loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..backends.base import Backend, BackendContext, Work
+from ..compiler.plan import Capabilities, Plan
+from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
+from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
+from .builders import make_payload
+from .state import Job, RunState
+
+__all__ = ["BlockRunner", "Executor"]
+
+log = logging.getLogger("asyncflow_graph")
+
+BlockRunner = Callable[[Node, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+
+
+class Executor:
+    """Drives one engine's runs: plans in, backend submissions and futures out."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        engine_uid: str,
+        work_dir: Path,
+        block_runner: BlockRunner,
+    ) -> None:
+        self.loop = loop
+        self.engine_uid = engine_uid
+        self.work_dir = work_dir
+        self.state = RunState()
+        self.backends: dict[str, Backend] = {}
+        self.capabilities: dict[str, Capabilities] = {}
+        self.futures: dict[str, asyncio.Future[Any]] = {}
+        self._block_runner = block_runner
+        self._running: dict[str, Work] = {}  # head key -> work a backend holds
+        self._tasks: dict[str, asyncio.Task[Any]] = {}  # head key -> block body / builder
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._members: dict[str, list[str]] = {}  # block key -> keys its body created
+        self._background: set[asyncio.Task[Any]] = set()
+        self.closed = False
+
+    # -- backends ---------------------------------------------------------------------
+
+    async def add_backend(self, backend: Backend) -> None:
+        context = BackendContext(self.engine_uid, self.work_dir, self.loop, self)
+        await backend.start(context)
+        self.backends[backend.name] = backend
+        self.capabilities[backend.name] = backend.capabilities
+        log.info("backend %r (%s) started", backend.name, type(backend).__name__)
+
+    # -- plans --------------------------------------------------------------------------
+
+    def add_plan(self, plan: Plan) -> None:
+        """Register a compiled batch and submit whatever is ready."""
+        for key, node in plan.nodes.items():
+            if node.parent is not None:
+                self._members.setdefault(node.parent, []).append(key)
+        ready, ended = self.state.add(plan.nodes, plan.units, plan.errors)
+        if ended:
+            self._resolve_ended(ended)
+        if ready:
+            self._dispatch(ready)
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        nodes, values = self.state.nodes, self.state.values
+        batches: dict[str, list[Work]] = {}
+        for job in jobs:
+            unit = job.unit
+            head = nodes[unit.keys[0]]
+            kind = head.kind
+            if kind is TaskKind.BLOCK:
+                self._start_block(head)
+                continue
+            inputs = {d: values[d] for d in unit.inputs} if unit.inputs else EMPTY_MAPPING
+            chain = (head,) if len(unit.keys) == 1 else tuple(nodes[k] for k in unit.keys)
+            if kind is TaskKind.FUNCTION or not self.capabilities[unit.backend].executes_code:
+                work = Work(unit, chain, inputs)
+                batch = batches.get(unit.backend)
+                if batch is None:
+                    batches[unit.backend] = [work]
+                else:
+                    batch.append(work)
+            else:
+                self._build(head, Work(unit, chain, inputs))
+        for name, works in batches.items():
+            self._submit(name, works)
+
+    def _submit(self, name: str, works: list[Work]) -> None:
+        running = self._running
+        for w in works:
+            running[w.unit.keys[0]] = w
+            timeout = w.nodes[0].options.timeout
+            if timeout is not None:
+                self._timers[w.key] = self.loop.call_later(timeout, self._timed_out, w)
+        try:
+            self.backends[name].submit(works)
+        except Exception as exc:
+            log.exception("backend %r failed to accept %d submissions", name, len(works))
+            for w in works:
+                self.failed(w.key, BackendError(f"backend {name!r} failed to submit: {exc!r}"))
+
+    # -- builders and blocks ------------------------------------------------------------
+
+    def _build(self, node: Node, work: Work) -> None:
+        """Run an executable/prompt builder with resolved inputs, then submit."""
+        args, kwargs = self._bind(node, work.inputs)
+        if inspect.iscoroutinefunction(node.func):
+            task = self.loop.create_task(node.func(*args, **kwargs))
+            self._tasks[node.key] = task
+            task.add_done_callback(partial(self._built, node, work))
+            return
+        try:
+            out = node.func(*args, **kwargs)
+        except Exception as exc:
+            self.failed(node.key, exc)
+            return
+        self._submit_built(node, work, out)
+
+    def _built(self, node: Node, work: Work, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(node.key, None)
+        if task.cancelled():
+            return  # cancel() already ended the key
+        exc = task.exception()
+        if exc is not None:
+            self.failed(node.key, exc)
+        else:
+            self._submit_built(node, work, task.result())
+
+    def _submit_built(self, node: Node, work: Work, out: Any) -> None:
+        if not self.state.is_open(node.key):
+            return
+        try:
+            payload = make_payload(node, out, self.work_dir)
+        except Exception as exc:
+            self.failed(node.key, exc)
+            return
+        self._submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
+
+    def _start_block(self, node: Node) -> None:
+        args, kwargs = self._bind(node, self.state.values)
+        fut = self.futures.get(node.key)
+        if fut is not None:
+            fut.state = "RUNNING"  # type: ignore[attr-defined]
+        task = self.loop.create_task(self._block_runner(node, args, kwargs))
+        self._tasks[node.key] = task
+        task.add_done_callback(partial(self._block_finished, node.key))
+
+    def _block_finished(self, key: str, task: asyncio.Task[Any]) -> None:
+        self._tasks.pop(key, None)
+        if task.cancelled():
+            self.cancelled(key, _cancel_message(task))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.failed(key, exc)
+        else:
+            self.done(key, task.result())
+
+    @staticmethod
+    def _bind(node: Node, values: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if not node.deps:
+            return node.args, dict(node.kwargs)
+        return substitute(node.args, node.kwargs, values, node.deep)
+
+    # -- Reporter: backend events -------------------------------------------------------
+
+    def running(self, key: str) -> None:
+        fut = self.futures.get(key)
+        if fut is not None and not fut.done():
+            fut.state = "RUNNING"  # type: ignore[attr-defined]
+
+    def done(self, key: str, value: Any) -> None:
+        state = self.state
+        job = state.job_of(key)
+        if job is None:
+            return  # a late result of a cancelled or timed-out task
+        ready = state.done(key, value)
+        if key == job.unit.keys[-1]:
+            self._finish_work(job.unit.keys[0])
+        fut = self.futures.get(key)
+        if fut is not None and not fut.done():
+            fut.state = "DONE"  # type: ignore[attr-defined]
+            fut.set_result(value)
+        if ready:
+            self._dispatch(ready)
+
+    def failed(self, key: str, exc: BaseException) -> None:
+        job = self.state.job_of(key)
+        if job is None:
+            return
+        node = self.state.nodes[key]
+        if job.attempts < node.options.retries and not self.closed:
+            self._retry(job, key, exc)
+            return
+        self._finish_work(job.unit.keys[0])
+        self._resolve_ended(self.state.fail(key, exc))
+
+    def cancelled(self, key: str, msg: str | None = None) -> None:
+        if self.state.is_open(key):
+            self._resolve_ended(self.state.cancel(key, msg))
+
+    def _retry(self, job: Job, key: str, exc: BaseException) -> None:
+        node = self.state.nodes[key]
+        self._finish_work(job.unit.keys[0])
+        again = self.state.retry(job, key)
+        delay = node.options.retry_delay * (2**job.attempts)
+        log.warning(
+            "task %r failed (%s: %s); retry %d of %d",
+            node.name, type(exc).__name__, exc, again.attempts, node.options.retries,
+        )
+        if delay > 0:
+            self.loop.call_later(delay, self._dispatch_if_open, again)
+        else:
+            self._dispatch([again])
+
+    def _dispatch_if_open(self, job: Job) -> None:
+        if self.state.job_of(job.unit.keys[0]) is job:
+            self._dispatch([job])
+
+    def _finish_work(self, head: str) -> None:
+        self._running.pop(head, None)
+        timer = self._timers.pop(head, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _timed_out(self, work: Work) -> None:
+        self._timers.pop(work.key, None)
+        if self._running.get(work.key) is not work:
+            return
+        timeout = work.nodes[0].options.timeout
+        self._spawn(self.backends[work.unit.backend].cancel(work))
+        self.failed(
+            work.key,
+            TaskTimeoutError(f"task {work.nodes[0].name!r} did not finish within {timeout} s"),
+        )
+
+    # -- ending -------------------------------------------------------------------------
+
+    def _resolve_ended(self, keys: list[str]) -> None:
+        state = self.state
+        for key in keys:
+            task = self._tasks.pop(key, None)
+            fut = self.futures.get(key)
+            if key in state.failures:
+                exc = state.failures[key]
+                self._stop_running(key, None, task)
+                if fut is not None and not fut.done():
+                    fut.state = "FAILED"  # type: ignore[attr-defined]
+                    fut.set_exception(exc)
+                    if isinstance(exc, DependencyFailureError):
+                        fut._log_traceback = False  # type: ignore[attr-defined] # noise
+            else:
+                msg = state.cancelled.get(key)
+                self._stop_running(key, msg, task)
+                if fut is not None and not fut.done():
+                    fut.state = "CANCELLED"  # type: ignore[attr-defined]
+                    asyncio.Future.cancel(fut, msg)
+
+    def _stop_running(self, key: str, msg: str | None, task: asyncio.Task[Any] | None) -> None:
+        if task is not None and not task.done():
+            task.cancel(msg)
+        for member in self._members.pop(key, ()):
+            self.cancel(member, msg)
+        work = self._running.get(key)
+        if work is not None:
+            self._finish_work(key)
+            self._spawn(self.backends[work.unit.backend].cancel(work))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def cancel(self, key: str, msg: str | None = None) -> bool:
+        """Cancel ``key``'s work and every dependent. False when it already ended."""
+        if not self.state.is_open(key):
+            return False
+        self._resolve_ended(self.state.cancel(key, msg))
+        return True
+
+    async def close(self, *, cancel: bool = True, timeout: float = 30.0) -> None:
+        """Cancel (or wait for) open work, then close every backend concurrently."""
+        if not cancel:
+            pending = [f for k, f in self.futures.items() if self.state.is_open(k)]
+            if pending:
+                await asyncio.wait(pending)
+        self.closed = True
+        for key in self.state.open_keys():
+            self.cancel(key, "engine shutdown")
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout)
+        closing = [asyncio.ensure_future(b.close()) for b in self.backends.values()]
+        if closing:
+            done, pending_closes = await asyncio.wait(closing, timeout=timeout)
+            for t in pending_closes:
+                t.cancel()
+                log.error("a backend did not close within %s s", timeout)
+            for t in done:
+                if t.exception() is not None:
+                    log.error("backend close failed: %r", t.exception())
+        log.info("engine %s: all backends closed", self.engine_uid)
+
+
+def _cancel_message(task: asyncio.Task[Any]) -> str | None:
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return exc.args[0] if exc.args else None
+    return None

@@ -1,0 +1,312 @@
+"""Graph spec: the frozen values a task graph is made of.
+
+A :class:`Node` is one task call: its callable, its arguments (with every upstream
+handle replaced by a :class:`Ref`), its dependencies (fixed at construction) and its
+options. Nodes never change once built; the executor keeps all run state elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "EMPTY_MAPPING",
+    "Node",
+    "Ref",
+    "TaskKind",
+    "TaskOptions",
+    "extract_refs",
+    "register_reference_type",
+    "substitute",
+    "tokenize",
+]
+
+
+class TaskKind(StrEnum):
+    FUNCTION = "function"
+    EXECUTABLE = "executable"
+    PROMPT = "prompt"
+    BLOCK = "block"
+
+
+EMPTY_MAPPING: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task options. One instance is shared by every call of a decorated
+    function unless a call passes ``task_description=``."""
+
+    backend: str | None = None
+    capture_stdio: bool = False
+    service: bool = False
+    pure: bool = False
+    retries: int = 0
+    retry_delay: float = 0.0
+    timeout: float | None = None
+    task_description: Mapping[str, Any] = field(default=EMPTY_MAPPING)
+
+    def __post_init__(self) -> None:
+        if self.backend is not None and not isinstance(self.backend, str):
+            raise ConfigurationError(f"backend= must be a backend name (str), got {self.backend!r}")
+        for flag in ("capture_stdio", "service", "pure"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag}= must be True or False, got {getattr(self, flag)!r}")
+        if not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigurationError(f"retries= must be an int >= 0, got {self.retries!r}")
+        if not isinstance(self.retry_delay, int | float) or self.retry_delay < 0:
+            raise ConfigurationError(f"retry_delay= must be >= 0 seconds, got {self.retry_delay!r}")
+        if self.timeout is not None and (
+            not isinstance(self.timeout, int | float) or self.timeout <= 0
+        ):
+            raise ConfigurationError(f"timeout= must be a positive number, got {self.timeout!r}")
+        if not isinstance(self.task_description, Mapping):
+            raise TypeError(
+                f"task_description must be a dict, got {type(self.task_description).__name__}"
+            )
+
+    def with_description(self, extra: Mapping[str, Any]) -> TaskOptions:
+        """Options with ``extra`` merged over the definition-time description."""
+        merged = MappingProxyType({**self.task_description, **extra})
+        options = replace(self, task_description=merged)
+        # retries/timeout may also be given through the description (AsyncFlow style).
+        if "retries" in extra or "timeout" in extra or "retry_delay" in extra:
+            options = replace(
+                options,
+                retries=extra.get("retries", options.retries),
+                timeout=extra.get("timeout", options.timeout),
+                retry_delay=extra.get("retry_delay", options.retry_delay),
+            )
+        return options
+
+    @property
+    def resources(self) -> Mapping[str, Any]:
+        res = self.task_description.get("resources")
+        return res if isinstance(res, Mapping) else EMPTY_MAPPING
+
+
+class Ref:
+    """A reference to another node's value inside a node's arguments."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"Ref({self.key!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Ref and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash((Ref, self.key))
+
+    def __reduce__(self) -> tuple[type[Ref], tuple[str]]:
+        return (Ref, (self.key,))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Node:
+    """One task call. ``deps`` are the keys of the nodes whose values it needs."""
+
+    key: str
+    name: str
+    kind: TaskKind
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    deps: tuple[str, ...]
+    options: TaskOptions
+    workflow_id: str | None = None
+    parent: str | None = None  # key of the block whose body created this node
+    deep: bool = False  # some Ref sits inside a container (slower substitution path)
+
+    @property
+    def backend(self) -> str | None:
+        return self.options.backend
+
+    def __repr__(self) -> str:
+        return f"Node({self.key!r}, {self.kind.value}, deps={list(self.deps)})"
+
+
+# --------------------------------------------------------------------------- references
+
+_ATOMIC: frozenset[type] = frozenset({int, float, str, bytes, bool, type(None), complex})
+_CONTAINERS: frozenset[type] = frozenset({list, tuple, dict, set, frozenset})
+_reference_types: set[type] = set()
+
+
+def register_reference_type(cls: type) -> None:
+    """Declare ``cls`` (which has a ``key`` attribute) as a handle to a node.
+
+    The handle module registers its classes so the spec never imports it."""
+    _reference_types.add(cls)
+
+
+def extract_refs(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any], tuple[str, ...], bool]:
+    """Replace handles in ``args``/``kwargs`` (at any depth) by :class:`Ref`.
+
+    Returns the new args and kwargs, the ordered unique dependency keys, and
+    whether any reference sits inside a container."""
+    deps: dict[str, None] = {}
+    deep = False
+    new_args = args
+    for i, a in enumerate(args):
+        t = type(a)
+        if t in _ATOMIC:
+            continue
+        if t in _reference_types:
+            if new_args is args:
+                new_args = list(args)  # type: ignore[assignment]
+            deps[a.key] = None
+            new_args[i] = Ref(a.key)  # type: ignore[index]
+        elif t in _CONTAINERS or isinstance(a, tuple):
+            found = _replace_nested(a, deps)
+            if found is not a:
+                deep = True
+                if new_args is args:
+                    new_args = list(args)  # type: ignore[assignment]
+                new_args[i] = found  # type: ignore[index]
+    new_kwargs = kwargs
+    for name, v in kwargs.items():
+        t = type(v)
+        if t in _ATOMIC:
+            continue
+        if t in _reference_types:
+            if new_kwargs is kwargs:
+                new_kwargs = dict(kwargs)
+            deps[v.key] = None
+            new_kwargs[name] = Ref(v.key)
+        elif t in _CONTAINERS or isinstance(v, tuple):
+            found = _replace_nested(v, deps)
+            if found is not v:
+                deep = True
+                if new_kwargs is kwargs:
+                    new_kwargs = dict(kwargs)
+                new_kwargs[name] = found
+    if new_args is not args:
+        new_args = tuple(new_args)
+    return new_args, new_kwargs, tuple(deps), deep
+
+
+def _replace_nested(obj: Any, deps: dict[str, None]) -> Any:
+    """Return ``obj`` itself when it holds no handle, else a copy with Refs."""
+    t = type(obj)
+    if t in _reference_types:
+        deps[obj.key] = None
+        return Ref(obj.key)
+    if t is dict:
+        changed = False
+        out = {}
+        for k, v in obj.items():
+            nv = _replace_nested(v, deps) if type(v) not in _ATOMIC else v
+            changed |= nv is not v
+            out[k] = nv
+        return out if changed else obj
+    if t in (list, set, frozenset) or isinstance(obj, tuple):
+        items = [_replace_nested(v, deps) if type(v) not in _ATOMIC else v for v in obj]
+        if all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        return _rebuild(obj, items)
+    return obj
+
+
+def _rebuild(template: Any, items: list[Any]) -> Any:
+    t = type(template)
+    if t is list:
+        return items
+    if hasattr(template, "_fields"):  # namedtuple
+        return t(*items)
+    return t(items)
+
+
+def substitute(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], values: Mapping[str, Any], deep: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Replace every :class:`Ref` in ``args``/``kwargs`` with its value."""
+    if deep:
+        return (
+            tuple(_sub_nested(a, values) for a in args),
+            {k: _sub_nested(v, values) for k, v in kwargs.items()},
+        )
+    return (
+        tuple(values[a.key] if type(a) is Ref else a for a in args),
+        {k: values[v.key] if type(v) is Ref else v for k, v in kwargs.items()},
+    )
+
+
+def _sub_nested(obj: Any, values: Mapping[str, Any]) -> Any:
+    t = type(obj)
+    if t is Ref:
+        return values[obj.key]
+    if t in _ATOMIC:
+        return obj
+    if t is dict:
+        return {k: _sub_nested(v, values) for k, v in obj.items()}
+    if t in (list, set, frozenset) or isinstance(obj, tuple):
+        return _rebuild(obj, [_sub_nested(v, values) for v in obj])
+    return obj
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def tokenize(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """A deterministic token for a pure call: equal calls give equal tokens.
+
+    Objects that cannot be normalized deterministically fall back to their identity,
+    which keeps keys unique (never wrongly shared) at the price of no sharing."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(_normalize(func).encode())
+    for a in args:
+        h.update(b"\x00" + _normalize(a).encode())
+    for k in sorted(kwargs):
+        h.update(b"\x01" + k.encode() + b"=" + _normalize(kwargs[k]).encode())
+    return h.hexdigest()
+
+
+def _normalize(obj: Any) -> str:
+    t = type(obj)
+    if t in _ATOMIC:
+        return f"{t.__name__}:{obj!r}"
+    if t is Ref:
+        return f"ref:{obj.key}"
+    if t in (list, tuple):
+        return f"{t.__name__}[{','.join(_normalize(v) for v in obj)}]"
+    if t in (set, frozenset):
+        return f"set[{','.join(sorted(_normalize(v) for v in obj))}]"
+    if t is dict:
+        items = sorted((_normalize(k), _normalize(v)) for k, v in obj.items())
+        return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    if callable(obj) and qualname and module and "<locals>" not in qualname:
+        return f"fn:{module}.{qualname}"
+    try:
+        return "pickle:" + hashlib.blake2b(pickle.dumps(obj, protocol=5)).hexdigest()
+    except Exception:
+        return f"id:{id(obj)}"
+
+
+def iter_refs(obj: Any) -> Iterable[str]:
+    """Keys of every Ref inside ``obj`` (used by tools, not the hot path)."""
+    t = type(obj)
+    if t is Ref:
+        yield obj.key
+    elif t is dict:
+        for v in obj.values():
+            yield from iter_refs(v)
+    elif t in (list, set, frozenset) or isinstance(obj, tuple):
+        for v in obj:
+            yield from iter_refs(v)

@@ -1,0 +1,152 @@
+"""Run every script in examples/ in a subprocess and check what it prints.
+
+Each example is a real AsyncFlow 0.6 program whose import lines point at asyncflow_graph.
+Scripts whose name starts with ``_`` are helpers and are not run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = ROOT / "examples"
+EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def run_example(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, str(path)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def lines_of(stdout: str) -> list[str]:
+    return [line.rstrip() for line in stdout.splitlines() if line.strip()]
+
+
+def value_of(lines: list[str], prefix: str) -> str:
+    matches = [line[len(prefix) :].strip() for line in lines if line.startswith(prefix)]
+    assert len(matches) == 1, f"expected exactly one line starting with {prefix!r}: {lines}"
+    return matches[0]
+
+
+def check_document_pipelines(lines: list[str]) -> None:
+    assert value_of(lines, "default backend:") == "compute"
+    results = [line for line in lines if line.startswith("result: ")]
+    # asyncio.gather keeps the order of the pipelines.
+    assert results == [f"result: doc-{i}:Dummy Prompt Output" for i in range(5)]
+    assert value_of(lines, "pipelines:") == "5"
+
+
+def check_composite_blocks(lines: list[str]) -> None:
+    solo = [line for line in lines if line.startswith("block solo: ")]
+    assert solo == [f"block solo: t3(t1[solo.{i}],t2[solo.{i}])" for i in range(3)]
+    for i in range(3):
+        assert value_of(lines, f"block b{i}:") == (f"3 workflows, last=t3(t1[b{i}.2],t2[b{i}.2])")
+    assert value_of(lines, "concurrent blocks:") == "3"
+
+    match = re.fullmatch(
+        r"([\d.]+)s \(sequential estimate ([\d.]+)s\)", value_of(lines, "elapsed:")
+    )
+    assert match, lines
+    elapsed, sequential = float(match.group(1)), float(match.group(2))
+    assert sequential == pytest.approx(1.8)
+    # Three blocks of three two-wave workflows run side by side: ideally 0.6 s.
+    assert elapsed < sequential, f"blocks did not overlap: {elapsed}s >= {sequential}s"
+
+    assert value_of(lines, "result C:") == "C:t3(t1[C],t2[C])"
+    order = [step.strip() for step in value_of(lines, "order:").split(",")]
+    assert sorted(order) == sorted(["start A", "end A", "start B", "end B", "start C", "end C"]), (
+        order
+    )
+    start_c = order.index("start C")
+    assert order.index("end A") < start_c
+    assert order.index("end B") < start_c
+    assert order.index("start A") < order.index("end A")
+    assert order.index("start B") < order.index("end B")
+    assert order[-1] == "end C"
+
+
+def check_concurrent_workflows(lines: list[str]) -> None:
+    for i in range(5):
+        assert value_of(lines, f"workflow {i}:") == str(i * 110)
+    assert value_of(lines, "results:") == "[0, 110, 220, 330, 440]"
+    assert value_of(lines, "total:") == "1100"
+    assert re.fullmatch(r"[\d.]+s", value_of(lines, "elapsed:"))
+
+
+def check_workflow_scope(lines: list[str]) -> None:
+    assert value_of(lines, "scope:") == "experiment-42"
+    for label in ("load", "train", "evaluate"):
+        assert value_of(lines, f"{label} workflow_id:") == "experiment-42"
+    assert value_of(lines, "override workflow_id:") == "side-study"
+    assert value_of(lines, "outside workflow_id:") == "None"
+    assert value_of(lines, "auto scope matches:") == "True"
+    assert value_of(lines, "auto scope prefix:") == "wf"
+    assert value_of(lines, "result:") == "score(model(data:mnist))"
+    assert value_of(lines, "side result:") == "score(model(data:mnist))"
+
+
+def check_failure_handling(lines: list[str]) -> None:
+    assert value_of(lines, "fetch result:") == "21"
+    assert value_of(lines, "task failed:") == "ValueError: sensor offline"
+    assert value_of(lines, "failed state:") == "FAILED"
+    assert value_of(lines, "dependent error:") == "DependencyFailureError"
+    assert value_of(lines, "failed_dependencies:") == "['explode']"
+    assert value_of(lines, "root_cause:") == "ValueError: sensor offline"
+    assert value_of(lines, "cause is root_cause:") == "True"
+    assert value_of(lines, "descendant failed_dependencies:") == "['combine']"
+    assert value_of(lines, "descendant root_cause:") == "DependencyFailureError"
+    assert value_of(lines, "dependents executed:") == "[]"
+
+
+CHECKS: dict[str, Callable[[list[str]], None]] = {
+    "document_pipelines.py": check_document_pipelines,
+    "composite_blocks.py": check_composite_blocks,
+    "concurrent_workflows.py": check_concurrent_workflows,
+    "workflow_scope.py": check_workflow_scope,
+    "failure_handling.py": check_failure_handling,
+}
+
+
+def test_seed_examples_exist() -> None:
+    names = {p.name for p in EXAMPLES}
+    missing = set(CHECKS) - names
+    assert not missing, f"missing examples: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_imports_asyncflow_graph(path: Path) -> None:
+    source = path.read_text()
+    assert "radical" not in source, f"{path.name} still refers to radical.asyncflow"
+    assert re.search(r"^from asyncflow_graph(\.\w+)* import ", source, re.MULTILINE)
+    assert "await flow.shutdown()" in source
+    assert 'if __name__ == "__main__":' in source
+    assert "asyncio.run(main())" in source
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_runs(path: Path, tmp_path: Path) -> None:
+    proc = run_example(path, tmp_path)
+    assert proc.returncode == 0, (
+        f"{path.name} exited with {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+    check = CHECKS.get(path.name)
+    if check is not None:
+        check(lines_of(proc.stdout))
