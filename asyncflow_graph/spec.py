@@ -52,7 +52,7 @@ class TaskOptions:
     retries: int = 0
     retry_delay: float = 0.0
     timeout: float | None = None
-    task_description: Mapping[str, Any] = field(default=EMPTY_MAPPING)
+    task_description: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
 
     def __post_init__(self) -> None:
         if self.backend is not None and not isinstance(self.backend, str):

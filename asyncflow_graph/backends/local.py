@@ -93,6 +93,7 @@ class LocalExecutionBackend(Backend):
         values = work.inputs
         try:
             for node in work.nodes:
+                report.running(node.key)
                 if node.deps:
                     args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
                     value = await node.func(*args, **kwargs)
@@ -113,6 +114,7 @@ class LocalExecutionBackend(Backend):
         loop = self.context.loop
         calls = calls_of(work)
         inputs = dict(work.inputs)
+        report.running(work.key)  # handed to the pool (a thread may still be busy)
         try:
             if self._processes:
                 import cloudpickle

@@ -93,12 +93,14 @@ def fuse(
     backend_of: Mapping[str, str],
     errors: Container[str] = (),
     order: list[str] | None = None,
+    no_fuse: Container[str] = (),
 ) -> list[Unit]:
     """Group linear chains of function tasks on one backend into single units.
 
     ``b`` joins ``a``'s unit when ``b`` depends on ``a`` alone, ``a`` has no other
-    dependent here, both are function tasks on the same backend and neither has a
-    compile-time error. Units come out in topological order."""
+    dependent here, both are function tasks on the same backend (one that accepts
+    chains), neither has a compile-time error and ``b`` has no timeout of its own.
+    Units come out in topological order."""
     order = order if order is not None else _topological(nodes)
     n_dependents: dict[str, int] = {}
     for key in order:
@@ -112,7 +114,9 @@ def fuse(
         if (
             len(deps) == 1
             and node.kind is TaskKind.FUNCTION
+            and node.options.timeout is None
             and key not in errors
+            and backend_of[key] not in no_fuse
             and (prev := chain_of.get(deps[0])) is not None
             and n_dependents[deps[0]] == 1
             and nodes[deps[0]].kind is TaskKind.FUNCTION
@@ -292,7 +296,8 @@ def compile_plan(
     order = _topological(nodes)
     backend_of = assign_backends(nodes, default_backend or "default")
     errors = validate(nodes, backend_of, backends, pickles)
-    units = fuse(nodes, backend_of, errors, order)
+    no_fuse = {name for name, caps in backends.items() if not caps.fuse_chains}
+    units = fuse(nodes, backend_of, errors, order, no_fuse)
     parts = partition(units, nodes, backend_of)
     return Plan(
         # The plan takes the caller's batch as is (no copy on the hot path).

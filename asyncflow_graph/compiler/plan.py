@@ -28,6 +28,8 @@ class Capabilities:
     #: False for dry-run backends: builders of executables/prompts are not run.
     executes_code: bool = True
     max_concurrency: int | None = None
+    #: False when the backend takes one task per submission (AsyncFlow adapters).
+    fuse_chains: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,7 @@ class Plan:
     partitions: tuple[Partition, ...]
     backend_of: Mapping[str, str]
     #: key -> the error that task's future gets without running (validate pass)
-    errors: Mapping[str, BaseException] = field(default=EMPTY_MAPPING)
+    errors: Mapping[str, BaseException] = field(default_factory=lambda: EMPTY_MAPPING)
 
     @property
     def units(self) -> list[Unit]:

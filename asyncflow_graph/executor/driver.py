@@ -68,12 +68,13 @@ class Executor:
 
     # -- plans --------------------------------------------------------------------------
 
-    def add_plan(self, plan: Plan) -> None:
-        """Register a compiled batch and submit whatever is ready."""
+    def add_plan(self, plan: Plan, cancelled: Mapping[str, Any] = EMPTY_MAPPING) -> None:
+        """Register a compiled batch and submit whatever is ready; keys in
+        ``cancelled`` were cancelled before they were compiled."""
         for key, node in plan.nodes.items():
             if node.parent is not None:
                 self._members.setdefault(node.parent, []).append(key)
-        ready, ended = self.state.add(plan.nodes, plan.units, plan.errors)
+        ready, ended = self.state.add(plan.nodes, plan.units, plan.errors, cancelled)
         if ended:
             self._resolve_ended(ended)
         if ready:

@@ -80,7 +80,11 @@ class RunState:
     # -- events -----------------------------------------------------------------------
 
     def add(
-        self, nodes: Mapping[str, Node], units: Iterable[Unit], errors: Mapping[str, BaseException]
+        self,
+        nodes: Mapping[str, Node],
+        units: Iterable[Unit],
+        errors: Mapping[str, BaseException],
+        cancelled: Mapping[str, Any] = {},  # noqa: B006 - read only
     ) -> tuple[list[Job], list[str]]:
         """Register a compiled batch. Returns jobs ready now and keys that ended
         now (compile-time errors and their dependents, or inputs that had failed)."""
@@ -108,12 +112,15 @@ class RunState:
                 else:
                     raise KeyError(f"task {unit.keys[0]!r} depends on unknown task {d!r}")
             else:
-                if job.remaining == 0 and unit.keys[0] not in errors:
+                head = unit.keys[0]
+                if job.remaining == 0 and head not in errors and head not in cancelled:
                     job.status = RUNNING
                     ready.append(job)
         ended: list[str] = []
         for key, exc in errors.items():
             ended += self.fail(key, exc)
+        for key, msg in cancelled.items():
+            ended += self.cancel(key, msg)
         for job in doomed:
             if job.status is WAITING:
                 ended += self._end_from_inputs(job)

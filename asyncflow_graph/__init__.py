@@ -1,0 +1,35 @@
+"""asyncflow_graph: a lazy task-graph compiler that speaks RADICAL AsyncFlow's API.
+
+Decorated calls build an immutable task graph; a compiler fuses and partitions it
+by backend; an event-driven executor runs it on local pools, Dask or inference
+servers and resolves asyncio futures.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .backends.local import LocalExecutionBackend
+from .backends.noop import NoopExecutionBackend
+from .compiler import Plan
+from .data import InputFile, OutputFile
+from .engine import WorkflowEngine
+from .errors import DependencyFailureError
+from .graph import Graph
+
+try:
+    __version__ = version("asyncflow-graph")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "DependencyFailureError",
+    "Graph",
+    "InputFile",
+    "LocalExecutionBackend",
+    "NoopExecutionBackend",
+    "OutputFile",
+    "Plan",
+    "WorkflowEngine",
+    "__version__",
+]

@@ -1,0 +1,124 @@
+"""Adapter for AsyncFlow/RHAPSODY-style backends.
+
+Such a backend takes ``submit_tasks(list[dict])`` and reports back through the
+callback given to ``register_callback`` with ``(task_dict, state)``. The adapter
+translates our units into AsyncFlow's description dicts (values already resolved)
+and the callback states into Reporter events, with AsyncFlow's rules for the
+result (``return_value`` for functions, ``stdout`` otherwise) and the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..compiler.plan import Capabilities
+from ..describe import describe
+from ..errors import BackendError
+from ..spec import TaskKind, substitute
+from .base import Backend, BackendContext, Work
+
+__all__ = ["AsyncFlowBackendAdapter"]
+
+log = logging.getLogger("asyncflow_graph")
+
+
+class AsyncFlowBackendAdapter(Backend):
+    # AsyncFlow backends get one task per submission and decide on prompts themselves.
+    capabilities = Capabilities(supports_prompts=True, fuse_chains=False)
+
+    def __init__(self, backend: Any) -> None:
+        super().__init__(str(getattr(backend, "name", type(backend).__name__)))
+        self.wrapped = backend
+        self._tasks: dict[str, dict[str, Any]] = {}  # uid -> dict in flight
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        b = self.wrapped
+        b._work_dir = str(context.work_dir)
+        b.is_attached = True
+        attached = getattr(b, "attached_to", None)
+        if isinstance(attached, list):
+            attached.append(context.engine_uid)
+        else:
+            b.attached_to = [context.engine_uid]
+        b.register_callback(self._callback)
+
+    def submit(self, works: Sequence[Work]) -> None:
+        tasks = [self._task_dict(w) for w in works]
+        for t in tasks:
+            self._tasks[t["uid"]] = t
+        task = asyncio.ensure_future(self._submit(tasks))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _task_dict(self, work: Work) -> dict[str, Any]:
+        node = work.nodes[0]
+        args, kwargs = substitute(node.args, node.kwargs, work.inputs, node.deep)
+        return describe(node, args=args, kwargs=kwargs, backend=self.name, payload=work.payload)
+
+    async def _submit(self, tasks: list[dict[str, Any]]) -> None:
+        try:
+            await self.wrapped.submit_tasks(tasks)
+        except Exception as exc:
+            log.exception("backend %r: submit_tasks raised", self.name)
+            for t in tasks:
+                if self._tasks.pop(t["uid"], None) is not None:
+                    self.context.reporter.failed(
+                        t["uid"], BackendError(f"backend {self.name!r} submit_tasks failed: {exc!r}")
+                    )
+
+    def _callback(self, task: dict[str, Any], state: str, *_: Any) -> None:
+        uid = task.get("uid")
+        if uid not in self._tasks:
+            log.warning("backend %r reported unknown task %r (%s)", self.name, uid, state)
+            return
+        report = self.context.reporter
+        if state == "RUNNING":
+            report.running(uid)
+            return
+        if state not in ("DONE", "FAILED", "CANCELED", "CANCELLED"):
+            return
+        self._tasks.pop(uid, None)
+        if state == "DONE":
+            report.done(uid, _result(task))
+        elif state == "FAILED":
+            report.failed(uid, _error(task))
+        else:
+            report.cancelled(uid)
+
+    async def cancel(self, work: Work) -> None:
+        if self._tasks.pop(work.key, None) is not None:
+            try:
+                await self.wrapped.cancel_task(work.key)
+            except Exception:
+                log.exception("backend %r: cancel_task(%r) raised", self.name, work.key)
+
+    async def close(self) -> None:
+        shutdown = getattr(self.wrapped, "shutdown", None)
+        if shutdown is not None:
+            await shutdown()
+
+    def state(self) -> str:
+        inner = getattr(self.wrapped, "state", None)
+        return str(inner()) if callable(inner) else super().state()
+
+
+def _result(task: dict[str, Any]) -> Any:
+    if task.get("_tel_task_type") == TaskKind.FUNCTION.value:
+        return task.get("return_value")
+    if "stdout" not in task and isinstance(task.get("response"), list):
+        # RHAPSODY's AI backends answer in "response" and never set stdout.
+        response = task["response"]
+        return response[0] if len(response) == 1 else response
+    return task.get("stdout")
+
+
+def _error(task: dict[str, Any]) -> BaseException:
+    exc = task.get("exception")
+    if isinstance(exc, BaseException):
+        return exc
+    return BackendError(str(exc or task.get("stderr") or "failed with unknown error"))

@@ -1,0 +1,114 @@
+"""Decorators: turn a function into a :class:`TaskDefinition` whose calls add
+nodes to an engine's graph and return handles."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .spec import EMPTY_MAPPING, Node, TaskKind, TaskOptions, extract_refs, tokenize
+
+if TYPE_CHECKING:
+    from .engine import WorkflowEngine
+
+__all__ = ["TaskDefinition", "make_definition"]
+
+_PREFIX = {
+    TaskKind.FUNCTION: "task",
+    TaskKind.EXECUTABLE: "task",
+    TaskKind.PROMPT: "task",
+    TaskKind.BLOCK: "block",
+}
+
+
+class TaskDefinition:
+    """A decorated function. Calling it adds one node and returns its handle."""
+
+    __slots__ = ("__dict__", "_engine", "_prefix", "func", "kind", "name", "options")
+
+    def __init__(
+        self, engine: WorkflowEngine, func: Callable[..., Any], kind: TaskKind, options: TaskOptions
+    ) -> None:
+        self._engine = engine
+        self.func = func
+        self.kind = kind
+        self.options = options
+        self.name = getattr(func, "__name__", type(func).__name__)
+        self._prefix = _PREFIX[kind]
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        options = self.options
+        workflow_id = None
+        if kwargs:
+            if "task_description" in kwargs:
+                desc = kwargs.pop("task_description")
+                if not isinstance(desc, dict):
+                    raise TypeError(
+                        f"task_description= of {self.name!r} must be a dict, got "
+                        f"{type(desc).__name__}"
+                    )
+                options = options.with_description(desc)
+            workflow_id = kwargs.pop("workflow_id", None)
+        deps: tuple[str, ...] = ()
+        deep = False
+        if args or kwargs:
+            args, kwargs, deps, deep = extract_refs(args, kwargs)
+        engine = self._engine
+        scope = engine._scope.get()
+        parent = None
+        if scope is not None:
+            if workflow_id is None:
+                workflow_id = scope[0]
+            parent = scope[1]
+        if options.pure:
+            key = f"{self.name}-{tokenize(self.func, args, kwargs)}"
+            existing = engine._existing(key)
+            if existing is not None:
+                return existing
+        else:
+            key = f"{self._prefix}.{next(engine._counter):06d}"
+        node = Node(
+            key, self.name, self.kind, self.func, args, kwargs or EMPTY_MAPPING, deps, options,
+            workflow_id, parent, deep,
+        )
+        return engine._add(node)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind.value} task {self.name!r}>"
+
+
+def make_definition(
+    engine: WorkflowEngine, func: Any, kind: TaskKind, options: dict[str, Any]
+) -> TaskDefinition:
+    """Validate ``func`` and the decorator options at decoration time."""
+    if not callable(func):
+        raise TypeError(
+            f"@{kind.value}_task expects a function to decorate, got {type(func).__name__} "
+            f"{func!r}"
+        )
+    if kind is TaskKind.BLOCK and not inspect.iscoroutinefunction(func):
+        raise TypeError(
+            f"@block needs an async function (async def {getattr(func, '__name__', '...')}): "
+            f"a block body awaits the tasks it creates"
+        )
+    default_desc: dict[str, Any] = {}
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    if "task_description" in params:
+        default = params["task_description"].default
+        if default is not inspect.Parameter.empty:
+            if not isinstance(default, dict):
+                raise TypeError(
+                    f"the task_description parameter of {func.__name__!r} must default to a "
+                    f"dict, got {default!r}"
+                )
+            default_desc = default
+    opts = TaskOptions(**options)
+    if default_desc:
+        opts = opts.with_description(default_desc)
+    return TaskDefinition(engine, func, kind, opts)

@@ -1,0 +1,362 @@
+"""``WorkflowEngine``: the AsyncFlow-compatible face, a thin layer over the
+graph, the compiler and the executor.
+
+Eager mode (AsyncFlow's): nodes added during one loop turn are compiled together
+at the end of the turn and submitted. Lazy mode (Dask's): nodes wait in the graph
+until a handle is awaited; then exactly its ancestors are compiled and run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+from .backends.base import Backend
+from .compiler import Plan, compile_plan
+from .decorators import TaskDefinition, make_definition
+from .errors import ConfigurationError, EngineClosedError
+from .executor import Executor
+from .graph import Graph
+from .handle import LazyTaskFuture, TaskFuture
+from .spec import Node, TaskKind, TaskOptions
+
+__all__ = ["WorkflowEngine"]
+
+log = logging.getLogger("asyncflow_graph")
+
+#: (workflow id, key of the enclosing block) of the code creating tasks
+Scope = tuple[str | None, str | None]
+
+
+class WorkflowEngine:
+    def __init__(
+        self,
+        backend: Any = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        execution: str = "eager",
+    ) -> None:
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "WorkflowEngine must be created within an async context: use "
+                "`flow = await WorkflowEngine.create(...)` inside a coroutine, or "
+                "asyncflow_graph.compute(...) from a plain script"
+            ) from None
+        if execution not in ("eager", "lazy"):
+            raise ConfigurationError(f"execution= must be 'eager' or 'lazy', got {execution!r}")
+        self.uid = uid or f"asyncflow.session.{uuid.uuid4().hex[:8]}"
+        self.work_dir = Path(work_dir) if work_dir is not None else Path(os.getcwd())
+        self.dry_run = dry_run
+        self.implicit_data_mode = implicit_data
+        self.execution = execution
+        backends = _normalize_backends(backend, dry_run)
+        self._default_backend_name = backends[0].name
+        self._backends: dict[str, Backend] = {b.name: b for b in backends}
+        self._executor = Executor(
+            self.loop,
+            engine_uid=self.uid,
+            work_dir=self.work_dir / self.uid,
+            block_runner=self._run_block,
+        )
+        self._graph = Graph()
+        self._pending: dict[str, Node] = {}
+        self._counter = itertools.count(1)
+        self._scope: ContextVar[Scope | None] = ContextVar(f"asyncflow_graph.{self.uid}")
+        self._scope.set(None)
+        self._future_type = LazyTaskFuture if execution == "lazy" else TaskFuture
+        self._flush_scheduled = False
+        self._precancelled: dict[str, Any] = {}
+        self._closed = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._started = self.loop.create_task(self._start(backends))
+
+    @classmethod
+    async def create(
+        cls,
+        backend: Any = None,
+        dry_run: bool = False,
+        implicit_data: bool = True,
+        uid: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        execution: str = "eager",
+    ) -> WorkflowEngine:
+        engine = cls(backend, dry_run, implicit_data, uid, work_dir, execution)
+        await engine._started
+        return engine
+
+    async def _start(self, backends: Sequence[Backend]) -> None:
+        (self.work_dir / self.uid).mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(*(self._executor.add_backend(b) for b in backends))
+        if self._pending:
+            self._schedule_flush()
+
+    # -- public properties ----------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The default backend (the first one given)."""
+        return self._backends[self._default_backend_name]
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        return dict(self._backends)
+
+    @property
+    def graph(self) -> Graph:
+        """Every task created so far, as an immutable graph."""
+        self._merge_pending()
+        return self._graph
+
+    # -- decorators ---------------------------------------------------------------------
+
+    def function_task(self, func: Any = None, /, **options: Any) -> Any:
+        """``@flow.function_task`` or ``@flow.function_task(backend="gpu", ...)``."""
+        return self._decorate(func, TaskKind.FUNCTION, options)
+
+    def executable_task(self, func: Any = None, /, **options: Any) -> Any:
+        return self._decorate(func, TaskKind.EXECUTABLE, options)
+
+    def prompt_task(self, func: Any = None, /, **options: Any) -> Any:
+        return self._decorate(func, TaskKind.PROMPT, options)
+
+    def block(self, func: Any = None, /, **options: Any) -> Any:
+        return self._decorate(func, TaskKind.BLOCK, options)
+
+    def _decorate(self, func: Any, kind: TaskKind, options: dict[str, Any]) -> Any:
+        if "service" in options and not isinstance(options["service"], bool):
+            raise TypeError(f"service= must be True or False, got {options['service']!r}")
+        if func is None:
+            TaskOptions(**options)  # unknown or bad options fail here, at decoration
+
+            def decorate(f: Callable[..., Any]) -> TaskDefinition:
+                return make_definition(self, f, kind, options)
+
+            return decorate
+        return make_definition(self, func, kind, options)
+
+    @asynccontextmanager
+    async def workflow_scope(self, workflow_id: str | None = None) -> AsyncIterator[str]:
+        """Tag every task created inside with ``workflow_id`` (auto: ``wf-<hex>``)."""
+        wid = workflow_id or f"wf-{uuid.uuid4().hex[:8]}"
+        outer = self._scope.get()
+        token = self._scope.set((wid, outer[1] if outer else None))
+        try:
+            yield wid
+        finally:
+            self._scope.reset(token)
+
+    # -- graph building (called by TaskDefinition) -------------------------------------
+
+    def _add(self, node: Node) -> TaskFuture:
+        if self._closed:
+            raise EngineClosedError(
+                f"engine {self.uid} has been shut down; create a new WorkflowEngine to run "
+                f"{node.name!r}"
+            )
+        fut = self._future_type(loop=self.loop)
+        fut.key = node.key
+        fut.state = "PENDING"
+        fut._engine = self
+        self._executor.futures[node.key] = fut
+        self._pending[node.key] = node
+        if not self._flush_scheduled and self.execution == "eager":
+            self._schedule_flush()
+        return fut
+
+    def _schedule_flush(self) -> None:
+        self._flush_scheduled = True
+        self.loop.call_soon(self._flush)
+
+    def _existing(self, key: str) -> TaskFuture | None:
+        fut = self._executor.futures.get(key)
+        return fut if isinstance(fut, TaskFuture) else None
+
+    def _node(self, key: str) -> Node:
+        node = self._pending.get(key) or self._executor.state.nodes.get(key)
+        return node if node is not None else self.graph[key]
+
+    def _all_nodes(self) -> Mapping[str, Node]:
+        return self.graph
+
+    def _merge_pending(self) -> None:
+        if self._pending and self.execution == "lazy":
+            self._graph = self._graph.merge(self._pending.values())
+            self._pending = {}
+
+    def _flush(self) -> None:
+        """Compile and submit everything added since the last flush (eager)."""
+        self._flush_scheduled = False
+        if not self._pending or not self._started.done() or self.execution == "lazy":
+            return
+        batch, self._pending = self._pending, {}
+        self._graph = self._graph.merge(batch.values())
+        self._executor.add_plan(self._compile(batch))
+
+    def _compile(self, nodes: Mapping[str, Node]) -> Plan:
+        return compile_plan(
+            nodes, self._executor.capabilities, self._default_backend_name, pickles=_pickles
+        )
+
+    def _demand(self, key: str) -> None:
+        """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
+        state = self._executor.state
+        if state.knows(key):
+            return
+        graph = self.graph
+        needed: dict[str, Node] = {}
+        todo = [key]
+        while todo:
+            k = todo.pop()
+            if k in needed or state.knows(k):
+                continue
+            needed[k] = graph[k]
+            todo.extend(graph[k].deps)
+        if not self._started.done():
+            self._started.add_done_callback(lambda _: self._demand(key))
+            return
+        cancelled = {k: self._precancelled.pop(k) for k in needed if k in self._precancelled}
+        self._executor.add_plan(self._compile(needed), cancelled)
+
+    async def _run_block(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The block's tasks inherit its uid as workflow id and become its members.
+        self._scope.set((node.key, node.key))
+        return await node.func(*args, **kwargs)
+
+    def _cancel(self, fut: TaskFuture, msg: Any) -> bool:
+        if self.execution == "lazy" and not self._executor.state.knows(fut.key):
+            # Not compiled yet: remember, so dependents demanded later are cancelled.
+            self._precancelled[fut.key] = msg
+            fut.state = "CANCELLED"
+            return asyncio.Future.cancel(fut, msg)
+        if fut.key in self._pending:
+            self._flush()
+        return self._executor.cancel(fut.key, msg)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def compile(self, *handles: TaskFuture) -> Plan:
+        """The plan for ``handles`` (all tasks if none), without running anything."""
+        graph = self.graph
+        targets: Iterable[str] = [h.key for h in handles] if handles else list(graph)
+        return compile_plan(
+            graph.cull(targets), self._executor.capabilities, self._default_backend_name,
+            pickles=_pickles,
+        )
+
+    def explain(self, *handles: TaskFuture) -> str:
+        return self.compile(*handles).explain()
+
+    def visualize(self, filename: str | None = None, **kwargs: Any) -> Any:
+        return self._visualize(None, filename, **kwargs)
+
+    def _visualize(self, keys: list[str] | None, filename: str | None, **kwargs: Any) -> Any:
+        from .visualize import visualize
+
+        graph = self.graph if keys is None else self.graph.cull(keys)
+        plan = compile_plan(
+            graph, self._executor.capabilities, self._default_backend_name, pickles=_pickles
+        )
+        return visualize(plan, filename=filename, state=self._executor.state, **kwargs)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def shutdown(self, skip_execution_backend: bool = False, *, wait: bool = False) -> None:
+        """Cancel unfinished tasks (or, with ``wait=True``, let them finish) and close
+        every backend concurrently. Safe to call twice, and concurrently."""
+        if self._shutdown_task is None:
+            self._shutdown_task = self.loop.create_task(
+                self._shutdown(skip_execution_backend, wait)
+            )
+        await asyncio.shield(self._shutdown_task)
+
+    async def _shutdown(self, skip_backends: bool, wait: bool) -> None:
+        if not self._started.done():
+            await asyncio.wait([self._started])
+        self._flush_scheduled = False
+        if self.execution == "eager":
+            self._flush()
+        else:
+            self._merge_pending()
+        self._closed = True
+        if skip_backends:
+            for key in self._executor.state.open_keys():
+                self._executor.cancel(key, "engine shutdown")
+            return
+        await self._executor.close(cancel=not wait)
+        # Lazy tasks never demanded end cancelled too: every future ends.
+        for fut in self._executor.futures.values():
+            if not fut.done():
+                fut.state = "CANCELLED"  # type: ignore[attr-defined]
+                asyncio.Future.cancel(fut, "engine shutdown")
+
+    async def __aenter__(self) -> WorkflowEngine:
+        await self._started
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<WorkflowEngine {self.uid} backends={list(self._backends)} {self.execution}>"
+
+
+def _pickles(obj: object) -> bool:
+    import cloudpickle
+
+    try:
+        cloudpickle.dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
+_REQUIRED_ASYNCFLOW = ("submit_tasks", "register_callback")
+
+
+def _normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
+    from .backends.adapter import AsyncFlowBackendAdapter
+    from .backends.local import LocalExecutionBackend
+    from .backends.noop import NoopExecutionBackend
+
+    if backend is None:
+        if dry_run:
+            return [NoopExecutionBackend()]
+        log.warning("no backend given: using LocalExecutionBackend() (a thread pool)")
+        return [LocalExecutionBackend()]
+    items = list(backend) if isinstance(backend, list | tuple) else [backend]
+    if not items:
+        raise ConfigurationError("backend= is an empty list; pass at least one backend")
+    out: list[Backend] = []
+    for b in items:
+        if isinstance(b, Backend):
+            out.append(b)
+        elif all(callable(getattr(b, m, None)) for m in _REQUIRED_ASYNCFLOW):
+            out.append(AsyncFlowBackendAdapter(b))
+        else:
+            missing = [m for m in _REQUIRED_ASYNCFLOW if not callable(getattr(b, m, None))]
+            raise ConfigurationError(
+                f"{b!r} is not a backend: it lacks {', '.join(missing)}. Pass an "
+                f"asyncflow_graph backend (LocalExecutionBackend, ...) or an AsyncFlow-style "
+                f"object with submit_tasks(tasks) and register_callback(func)"
+            )
+    names = [b.name for b in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigurationError(
+            f"backend names must be unique, {', '.join(map(repr, dupes))} is used more than "
+            f"once; give each backend its own name= (e.g. LocalExecutionBackend(name='cpu'))"
+        )
+    return out
+
