@@ -105,9 +105,10 @@ class WorkflowEngine:
     # -- public properties ----------------------------------------------------------
 
     @property
-    def backend(self) -> Backend:
-        """The default backend (the first one given)."""
-        return self._backends[self._default_backend_name]
+    def backend(self) -> Any:
+        """The default backend (the first one given), as the user passed it."""
+        backend = self._backends[self._default_backend_name]
+        return getattr(backend, "wrapped", backend)
 
     @property
     def backends(self) -> Mapping[str, Backend]:
