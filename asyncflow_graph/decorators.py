@@ -37,7 +37,7 @@ class TaskDefinition:
         self.options = options
         self.name = getattr(func, "__name__", type(func).__name__)
         self._prefix = _PREFIX[kind]
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         options = self.options
@@ -71,8 +71,17 @@ class TaskDefinition:
         else:
             key = f"{self._prefix}.{next(engine._counter):06d}"
         node = Node(
-            key, self.name, self.kind, self.func, args, kwargs or EMPTY_MAPPING, deps, options,
-            workflow_id, parent, deep,
+            key,
+            self.name,
+            self.kind,
+            self.func,
+            args,
+            kwargs or EMPTY_MAPPING,
+            deps,
+            options,
+            workflow_id,
+            parent,
+            deep,
         )
         return engine._add(node)
 
@@ -86,8 +95,7 @@ def make_definition(
     """Validate ``func`` and the decorator options at decoration time."""
     if not callable(func):
         raise TypeError(
-            f"@{kind.value}_task expects a function to decorate, got {type(func).__name__} "
-            f"{func!r}"
+            f"@{kind.value}_task expects a function to decorate, got {type(func).__name__} {func!r}"
         )
     if kind is TaskKind.BLOCK and not inspect.iscoroutinefunction(func):
         raise TypeError(

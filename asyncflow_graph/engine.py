@@ -252,7 +252,9 @@ class WorkflowEngine:
         graph = self.graph
         targets: Iterable[str] = [h.key for h in handles] if handles else list(graph)
         return compile_plan(
-            graph.cull(targets), self._executor.capabilities, self._default_backend_name,
+            graph.cull(targets),
+            self._executor.capabilities,
+            self._default_backend_name,
             pickles=_pickles,
         )
 
@@ -360,4 +362,3 @@ def _normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
             f"once; give each backend its own name= (e.g. LocalExecutionBackend(name='cpu'))"
         )
     return out
-

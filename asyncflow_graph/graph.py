@@ -134,7 +134,7 @@ class Graph(Mapping[str, Node]):
 
     def toposort(self) -> list[str]:
         """Keys in dependency order (Kahn's algorithm, stable w.r.t. insertion order)."""
-        indeg = {k: 0 for k in self}
+        indeg = dict.fromkeys(self, 0)
         for node in self.values():
             indeg[node.key] = sum(1 for d in node.deps if d in indeg)
         ready = deque(k for k, n in indeg.items() if n == 0)

@@ -98,13 +98,21 @@ async def run_command(cmd: Command) -> str:
         stderr = err_f if err_f is not None else asyncio.subprocess.PIPE
         if cmd.shell is not None:
             proc = await asyncio.create_subprocess_shell(
-                cmd.shell, stdout=stdout, stderr=stderr, cwd=cmd.cwd, env=cmd.env,
+                cmd.shell,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cmd.cwd,
+                env=cmd.env,
                 stdin=asyncio.subprocess.DEVNULL,
             )
         else:
             assert cmd.argv is not None
             proc = await asyncio.create_subprocess_exec(
-                *cmd.argv, stdout=stdout, stderr=stderr, cwd=cmd.cwd, env=cmd.env,
+                *cmd.argv,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cmd.cwd,
+                env=cmd.env,
                 stdin=asyncio.subprocess.DEVNULL,
             )
         try:
@@ -128,14 +136,23 @@ def run_command_sync(cmd: Command) -> str:
         with open(cmd.stdout_path, "wb") as out_f, open(cmd.stderr_path, "wb") as err_f:
             proc = subprocess.run(
                 cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
-                shell=cmd.shell is not None, stdout=out_f, stderr=err_f, cwd=cmd.cwd,
-                env=cmd.env, stdin=subprocess.DEVNULL, check=False,
+                shell=cmd.shell is not None,
+                stdout=out_f,
+                stderr=err_f,
+                cwd=cmd.cwd,
+                env=cmd.env,
+                stdin=subprocess.DEVNULL,
+                check=False,
             )
         return _command_result(cmd, proc.returncode, None, None)
     proc = subprocess.run(
         cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
-        shell=cmd.shell is not None, capture_output=True, cwd=cmd.cwd, env=cmd.env,
-        stdin=subprocess.DEVNULL, check=False,
+        shell=cmd.shell is not None,
+        capture_output=True,
+        cwd=cmd.cwd,
+        env=cmd.env,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
     return _command_result(cmd, proc.returncode, proc.stdout, proc.stderr)
 

@@ -68,7 +68,8 @@ class AsyncFlowBackendAdapter(Backend):
             for t in tasks:
                 if self._tasks.pop(t["uid"], None) is not None:
                     self.context.reporter.failed(
-                        t["uid"], BackendError(f"backend {self.name!r} submit_tasks failed: {exc!r}")
+                        t["uid"],
+                        BackendError(f"backend {self.name!r} submit_tasks failed: {exc!r}"),
                     )
 
     def _callback(self, task: dict[str, Any], state: str, *_: Any) -> None:

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..compiler.plan import Capabilities, Unit
 from ..spec import Node
@@ -49,9 +49,9 @@ class Command:
         return self.shell if self.shell is not None else shlex.join(self.argv or ())
 
 
-@dataclass(frozen=True, slots=True)
-class Work:
-    """One unit ready to run. ``inputs`` holds the values of ``unit.inputs``;
+class Work(NamedTuple):
+    """One unit ready to run (a NamedTuple: immutable and cheap to build, one per
+    submission on the hot path). ``inputs`` holds the values of ``unit.inputs``;
     ``payload`` is the built :class:`Command` of an executable task or the prompt
     text of a prompt task (None for function tasks)."""
 

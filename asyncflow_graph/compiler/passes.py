@@ -129,9 +129,7 @@ def fuse(
         chain = [key]
         chains.append(chain)
         chain_of[key] = chain
-    return [
-        Unit(backend_of[c[0]], tuple(c), tuple(d for d in nodes[c[0]].deps)) for c in chains
-    ]
+    return [Unit(backend_of[c[0]], tuple(c), tuple(d for d in nodes[c[0]].deps)) for c in chains]
 
 
 def partition(
@@ -265,9 +263,7 @@ def _build_partitions(
     out = []
     for g in order:
         group_units = tuple(units[i] for i in sorted(members[g]))
-        inputs = tuple(
-            dict.fromkeys(d for u in group_units for d in u.inputs if d not in unit_of)
-        )
+        inputs = tuple(dict.fromkeys(d for u in group_units for d in u.inputs if d not in unit_of))
         out.append(
             Partition(
                 id=pid[g],

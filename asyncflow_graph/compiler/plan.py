@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..spec import EMPTY_MAPPING, Node
 
@@ -32,9 +32,9 @@ class Capabilities:
     fuse_chains: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """One submission: a chain of nodes on one backend, run back to back.
+class Unit(NamedTuple):
+    """One submission: a chain of nodes on one backend, run back to back
+    (a NamedTuple: immutable and cheap, one per submission).
 
     Only the first node has inputs from outside the unit; each later node depends
     on exactly the node before it (that is what fusion guarantees)."""

@@ -38,8 +38,8 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
             argv, shell = None, out
         else:
             argv, shell = tuple(shlex.split(out)), None
-    elif isinstance(out, list | tuple) and out and all(
-        isinstance(a, str | os.PathLike) for a in out
+    elif (
+        isinstance(out, list | tuple) and out and all(isinstance(a, str | os.PathLike) for a in out)
     ):
         argv, shell = tuple(os.fspath(a) for a in out), None
     else:
@@ -57,5 +57,6 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
     if node.options.capture_stdio:
         stdout_path = str(work_dir / f"{node.key}.stdout")
         stderr_path = str(work_dir / f"{node.key}.stderr")
-    return Command(argv, shell, None if cwd is None else os.fspath(cwd), env, stdout_path,
-                   stderr_path)
+    return Command(
+        argv, shell, None if cwd is None else os.fspath(cwd), env, stdout_path, stderr_path
+    )

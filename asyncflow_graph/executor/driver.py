@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ __all__ = ["BlockRunner", "Executor"]
 
 log = logging.getLogger("asyncflow_graph")
 
-BlockRunner = Callable[[Node, tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
+BlockRunner = Callable[[Node, tuple[Any, ...], dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
 class Executor:
@@ -225,7 +225,11 @@ class Executor:
         delay = node.options.retry_delay * (2**job.attempts)
         log.warning(
             "task %r failed (%s: %s); retry %d of %d",
-            node.name, type(exc).__name__, exc, again.attempts, node.options.retries,
+            node.name,
+            type(exc).__name__,
+            exc,
+            again.attempts,
+            node.options.retries,
         )
         if delay > 0:
             self.loop.call_later(delay, self._dispatch_if_open, again)
@@ -267,7 +271,7 @@ class Executor:
                     fut.state = "FAILED"  # type: ignore[attr-defined]
                     fut.set_exception(exc)
                     if isinstance(exc, DependencyFailureError):
-                        fut._log_traceback = False  # type: ignore[attr-defined] # noise
+                        fut._log_traceback = False  # its root cause is logged, not each dependent
             else:
                 msg = state.cancelled.get(key)
                 self._stop_running(key, msg, task)

@@ -84,7 +84,7 @@ class RunState:
         nodes: Mapping[str, Node],
         units: Iterable[Unit],
         errors: Mapping[str, BaseException],
-        cancelled: Mapping[str, Any] = {},  # noqa: B006 - read only
+        cancelled: Mapping[str, Any] = {},
     ) -> tuple[list[Job], list[str]]:
         """Register a compiled batch. Returns jobs ready now and keys that ended
         now (compile-time errors and their dependents, or inputs that had failed)."""
