@@ -16,6 +16,7 @@ from .data import InputFile, OutputFile
 from .engine import WorkflowEngine
 from .errors import DependencyFailureError
 from .graph import Graph
+from .script import Delayed, compile, compute, executable_task, function_task, prompt_task
 
 try:
     __version__ = version("asyncflow-graph")
@@ -23,6 +24,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "Delayed",
     "DependencyFailureError",
     "Graph",
     "InputFile",
@@ -32,4 +34,9 @@ __all__ = [
     "Plan",
     "WorkflowEngine",
     "__version__",
+    "compile",
+    "compute",
+    "executable_task",
+    "function_task",
+    "prompt_task",
 ]

@@ -6,14 +6,27 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .spec import EMPTY_MAPPING, Node, TaskKind, TaskOptions, extract_refs, tokenize
 
 if TYPE_CHECKING:
-    from .engine import WorkflowEngine
+    import itertools
+    from contextvars import ContextVar
 
-__all__ = ["TaskDefinition", "make_definition"]
+
+class GraphBuilder(Protocol):
+    """What a TaskDefinition needs from its owner: an engine, or the script
+    face's builder of unbound nodes."""
+
+    _counter: itertools.count[int]
+    _scope: ContextVar[Any]
+
+    def _existing(self, key: str) -> Any: ...
+    def _add(self, node: Node) -> Any: ...
+
+
+__all__ = ["GraphBuilder", "TaskDefinition", "make_definition"]
 
 _PREFIX = {
     TaskKind.FUNCTION: "task",
@@ -29,7 +42,7 @@ class TaskDefinition:
     __slots__ = ("__dict__", "_engine", "_prefix", "func", "kind", "name", "options")
 
     def __init__(
-        self, engine: WorkflowEngine, func: Callable[..., Any], kind: TaskKind, options: TaskOptions
+        self, engine: GraphBuilder, func: Callable[..., Any], kind: TaskKind, options: TaskOptions
     ) -> None:
         self._engine = engine
         self.func = func
@@ -90,7 +103,7 @@ class TaskDefinition:
 
 
 def make_definition(
-    engine: WorkflowEngine, func: Any, kind: TaskKind, options: dict[str, Any]
+    engine: GraphBuilder, func: Any, kind: TaskKind, options: dict[str, Any]
 ) -> TaskDefinition:
     """Validate ``func`` and the decorator options at decoration time."""
     if not callable(func):

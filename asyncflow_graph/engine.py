@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import Backend
 from .compiler import Plan, compile_plan
@@ -27,6 +27,9 @@ from .executor import Executor
 from .graph import Graph
 from .handle import LazyTaskFuture, TaskFuture
 from .spec import Node, TaskKind, TaskOptions
+
+if TYPE_CHECKING:
+    from .visualize import Drawing
 
 __all__ = ["WorkflowEngine"]
 
@@ -176,6 +179,10 @@ class WorkflowEngine:
             self._schedule_flush()
         return fut
 
+    def _import(self, graph: Graph) -> dict[str, TaskFuture]:
+        """Adopt the nodes of an unbound graph (the script face's compute())."""
+        return {node.key: self._add(node) for node in graph.values()}
+
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
         self.loop.call_soon(self._flush)
@@ -261,10 +268,11 @@ class WorkflowEngine:
     def explain(self, *handles: TaskFuture) -> str:
         return self.compile(*handles).explain()
 
-    def visualize(self, filename: str | None = None, **kwargs: Any) -> Any:
+    def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
+        """Draw every task created so far (partitions as clusters; states after a run)."""
         return self._visualize(None, filename, **kwargs)
 
-    def _visualize(self, keys: list[str] | None, filename: str | None, **kwargs: Any) -> Any:
+    def _visualize(self, keys: list[str] | None, filename: str | None, **kwargs: Any) -> Drawing:
         from .visualize import visualize
 
         graph = self.graph if keys is None else self.graph.cull(keys)

@@ -51,8 +51,8 @@ MERMAID_SHAPES = {
 }
 DONE, FAILED, CANCELLED, OPEN, ERROR_FILL = "#b7e4c7", "#f4a3a3", "#d0d0d0", "white", "#f4a3a3"
 
-#: (group label, keys) pairs; one cluster / subgraph each
-Groups = list[tuple[str, list[str]]]
+#: (cluster id, backend, keys); one cluster / subgraph each, id "" for no cluster
+Groups = list[tuple[str, str, list[str]]]
 
 
 def backend_colour(backend: str) -> str:
@@ -94,22 +94,18 @@ def _groups(obj: Graph | Plan | Mapping[str, Node]) -> Groups:
     so there are no partitions), blocks on the engine's own loop."""
     nodes = _nodes_of(obj)
     if isinstance(obj, Plan):
-        groups: Groups = [(f"P{p.id}: {p.backend}", list(p.keys)) for p in obj.partitions]
-        placed = {k for _, keys in groups for k in keys}
+        groups: Groups = [(f"P{p.id}", p.backend, list(p.keys)) for p in obj.partitions]
+        placed = {k for _, _, keys in groups for k in keys}
         # Nodes the compiler put in no partition still deserve a box.
         rest = [k for k in nodes if k not in placed]
         if rest:
-            groups.append(("", rest))
+            groups.append(("", "", rest))
         return groups
     by_backend: dict[str, list[str]] = {}
     for key, node in nodes.items():
         name = ENGINE_BACKEND if node.kind is TaskKind.BLOCK else node.options.backend or "default"
         by_backend.setdefault(name, []).append(key)
-    return list(by_backend.items())
-
-
-def _backend_of_group(label: str) -> str:
-    return label.partition(": ")[2] if label.startswith("P") and ": " in label else label
+    return [(f"G{i}", name, keys) for i, (name, keys) in enumerate(by_backend.items())]
 
 
 def _errors(obj: Graph | Plan | Mapping[str, Node]) -> Mapping[str, BaseException]:
@@ -189,13 +185,11 @@ def to_dot(
     out = ["digraph asyncflow {", f"  rankdir={rankdir};", '  node [fontname="Helvetica"];']
     for name, value in (graph_attrs or {}).items():
         out.append(f'  {name}="{dot_escape(str(value))}";')
-    for i, (label, keys) in enumerate(_groups(obj)):
-        if not label:
+    for cid, backend, keys in _groups(obj):
+        if not cid:
             out.extend(_dot_nodes(keys, nodes, state, errors, "  "))
             continue
-        backend = _backend_of_group(label)
-        # Plans name clusters by partition id (stable, what the brief's readers grep for).
-        cid = label.partition(":")[0] if isinstance(obj, Plan) else f"G{i}"
+        # Plans name clusters by partition id (cluster_P3), so DOT matches plan.explain().
         out.append(f"  subgraph cluster_{cid} {{")
         out.append(f'    label="{dot_escape(backend)}"; style="filled,rounded";')
         out.append(f'    fillcolor="{backend_colour(backend)}"; color="#888888";')
@@ -217,16 +211,16 @@ def to_mermaid(obj: Graph | Plan | Mapping[str, Node], *, rankdir: str = "TB") -
     nodes, errors = _nodes_of(obj), _errors(obj)
     ids = {key: f"n{i}" for i, key in enumerate(nodes)}
     out = [f"flowchart {rankdir}"]
-    for i, (label, keys) in enumerate(_groups(obj)):
-        indent = "    " if label else "  "
-        if label:
-            out.append(f'  subgraph g{i}["{mermaid_escape(_backend_of_group(label))}"]')
+    for cid, backend, keys in _groups(obj):
+        indent = "    " if cid else "  "
+        if cid:
+            out.append(f'  subgraph {cid}["{mermaid_escape(backend)}"]')
         for key in keys:
             node = nodes[key]
             left, right = MERMAID_SHAPES[node.kind]
             text = mermaid_escape(f"{node.name} ({_short(key)})")
             out.append(f'{indent}{ids[key]}{left}"{text}"{right}')
-        if label:
+        if cid:
             out.append("  end")
     for key, node in nodes.items():
         for dep in dict.fromkeys(node.deps):

@@ -7,15 +7,13 @@ before anything runs, then runs it and prints the results.
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 from asyncflow_graph import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
 
 DOCS = ["  The Quick Brown Fox  ", "  Graph Compilers Are Fun ", " HPC meets AI  "]
 
 
-async def main(out_dir: Path) -> None:
+async def main() -> None:
     compute = LocalExecutionBackend(name="compute")
     ai = NoopExecutionBackend(name="ai")  # stands in for an inference server
     flow = await WorkflowEngine.create(backend=[compute, ai], execution="lazy")
@@ -45,7 +43,7 @@ async def main(out_dir: Path) -> None:
     final = report(summaries, counts)  # futures nested in lists are dependencies
 
     print(flow.explain(final))
-    drawing = final.visualize(str(out_dir / "graph.svg"))
+    drawing = final.visualize("graph.svg")
     print(f"drew {drawing.filename} before running; tasks run so far: {len(ran)}")
 
     print("result:", await final)
@@ -54,4 +52,4 @@ async def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(".")))
+    asyncio.run(main())

@@ -114,7 +114,15 @@ def check_failure_handling(lines: list[str]) -> None:
     assert value_of(lines, "dependents executed:") == "[]"
 
 
+def check_demo(lines: list[str]) -> None:
+    assert any("tasks run so far: 0" in line for line in lines), "the demo ran tasks early"
+    assert value_of(lines, "result:") == "3 summaries, 11 tokens"
+    assert value_of(lines, "summaries:") == str(["Dummy Prompt Output"] * 3)
+    assert any(line.startswith("Plan:") for line in lines)
+
+
 CHECKS: dict[str, Callable[[list[str]], None]] = {
+    "demo.py": check_demo,
     "document_pipelines.py": check_document_pipelines,
     "composite_blocks.py": check_composite_blocks,
     "concurrent_workflows.py": check_concurrent_workflows,

@@ -170,7 +170,7 @@ async def test_compile_time_error_is_red(tmp_path):
         fills = node_fills(parse_svg(tmp_path / "err.svg")[1])
         assert fills[bad.key] == viz.ERROR_FILL
         assert fills[good.key] == viz.OPEN
-        assert 'classDef error' in viz.to_mermaid(plan)
+        assert "classDef error" in viz.to_mermaid(plan)
     finally:
         await flow.shutdown()
 
@@ -227,7 +227,9 @@ def make_graph(n, name="f", kind=TaskKind.FUNCTION, backend=None):
 
 
 def test_dot_escapes_quotes_and_backslashes():
-    g = Graph([Node('we"ird\\key', 'say "hi"\\n', TaskKind.PROMPT, print, (), {}, (), TaskOptions())])
+    g = Graph(
+        [Node('we"ird\\key', 'say "hi"\\n', TaskKind.PROMPT, print, (), {}, (), TaskOptions())]
+    )
     src = viz.to_dot(g)
     assert '"we\\"ird\\\\key"' in src
     assert 'label="say \\"hi\\"\\\\n\\n' in src

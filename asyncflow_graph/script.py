@@ -1,0 +1,187 @@
+"""The script face: module-level decorators that build unbound nodes, and
+``compute()`` that runs them synchronously, as ``dask.delayed`` does.
+
+``asyncflow_graph.function_task`` & co. build :class:`Delayed` handles that know
+their node and their parents; nothing runs until ``compute()``, which starts an
+engine on a private event loop, feeds it the culled graph and returns the results
+in the structure it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import weakref
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from .compiler import Capabilities, Plan, compile_plan
+from .decorators import make_definition
+from .graph import Graph
+from .spec import Node, TaskKind, register_reference_type
+
+if TYPE_CHECKING:
+    from .backends.base import Backend
+    from .visualize import Drawing
+
+__all__ = ["Delayed", "compile", "compute", "executable_task", "function_task", "prompt_task"]
+
+
+class Delayed:
+    """An unbound task: a node plus its parents. Pass it to other tasks, draw it,
+    compile it, or ``compute()`` it."""
+
+    __slots__ = ("__weakref__", "_parents", "key", "node")
+
+    def __init__(self, node: Node, parents: tuple[Delayed, ...]) -> None:
+        self.node = node
+        self.key = node.key
+        self._parents = parents
+
+    @property
+    def graph(self) -> Graph:
+        """This task and its ancestors."""
+        seen: dict[str, Node] = {}
+        todo: list[Delayed] = [self]
+        while todo:
+            d = todo.pop()
+            if d.key not in seen:
+                seen[d.key] = d.node
+                todo.extend(d._parents)
+        return Graph(seen[k] for k in Graph(seen).toposort())
+
+    def compute(self, **kwargs: Any) -> Any:
+        return compute(self, **kwargs)[0]
+
+    def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
+        return compile(self).visualize(filename, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Delayed({self.key!r})"
+
+
+register_reference_type(Delayed)
+
+
+class _ScriptBuilder:
+    """Plays the engine's part for module-level decorators: it hands out keys and
+    wraps nodes in Delayed handles (kept weakly, for pure-call sharing)."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._scope: ContextVar[Any] = ContextVar("asyncflow_graph.script", default=None)
+        self._live: weakref.WeakValueDictionary[str, Delayed] = weakref.WeakValueDictionary()
+
+    def _existing(self, key: str) -> Delayed | None:
+        return self._live.get(key)
+
+    def _add(self, node: Node) -> Delayed:
+        parents = []
+        for k in node.deps:
+            parent = self._live.get(k)
+            if parent is None:
+                raise RuntimeError(f"task {node.name!r} depends on {k!r}, which no longer exists")
+            parents.append(parent)
+        handle = Delayed(node, tuple(parents))
+        self._live[node.key] = handle
+        return handle
+
+
+_builder = _ScriptBuilder()
+
+
+def _decorator(kind: TaskKind) -> Callable[..., Any]:
+    def decorate(func: Any = None, /, **options: Any) -> Any:
+        if func is None:
+            return lambda f: make_definition(_builder, f, kind, options)
+        return make_definition(_builder, func, kind, options)
+
+    decorate.__name__ = f"{kind.value}_task"
+    decorate.__doc__ = f"Module-level @{kind.value}_task: calls build unbound Delayed nodes."
+    return decorate
+
+
+function_task = _decorator(TaskKind.FUNCTION)
+executable_task = _decorator(TaskKind.EXECUTABLE)
+prompt_task = _decorator(TaskKind.PROMPT)
+
+
+def _collect(obj: Any, out: list[Delayed]) -> None:
+    if isinstance(obj, Delayed):
+        out.append(obj)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for x in obj:
+            _collect(x, out)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            _collect(x, out)
+
+
+def _rebuild(obj: Any, values: dict[str, Any]) -> Any:
+    if isinstance(obj, Delayed):
+        return values[obj.key]
+    if isinstance(obj, dict):
+        return {k: _rebuild(v, values) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        items = [_rebuild(x, values) for x in obj]
+        return items if type(obj) is list else type(obj)(items)
+    return obj
+
+
+def _merged_graph(handles: list[Delayed]) -> Graph:
+    nodes: dict[str, Node] = {}
+    for h in handles:
+        for k, n in h.graph.items():
+            nodes.setdefault(k, n)
+    g = Graph(nodes)
+    return Graph(nodes[k] for k in g.toposort())
+
+
+def compile(*objs: Any, backends: Sequence[Backend] | None = None) -> Plan:
+    """The plan for ``objs`` (handles at any depth) without running anything."""
+    handles: list[Delayed] = []
+    _collect(objs, handles)
+    caps: dict[str, Capabilities]
+    if backends:
+        caps = {b.name: b.capabilities for b in backends}
+        default = backends[0].name
+    else:
+        caps, default = {"default": Capabilities()}, "default"
+    return compile_plan(_merged_graph(handles), caps, default)
+
+
+def compute(
+    *objs: Any, backends: Sequence[Backend] | None = None, execution: str = "eager"
+) -> tuple[Any, ...]:
+    """Run the tasks in ``objs`` from plain synchronous code and return the
+    results in the same structure (tuples, lists, dicts of handles)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "asyncflow_graph.compute() was called inside a running event loop; in async "
+            "code create an engine (flow = await WorkflowEngine.create(...)) and `await` "
+            "the handles instead"
+        )
+    return asyncio.run(_compute(objs, backends))
+
+
+async def _compute(objs: tuple[Any, ...], backends: Sequence[Backend] | None) -> tuple[Any, ...]:
+    from .engine import WorkflowEngine
+
+    handles: list[Delayed] = []
+    _collect(objs, handles)
+    graph = _merged_graph(handles)
+    from .backends.local import LocalExecutionBackend
+
+    chosen = list(backends) if backends else [LocalExecutionBackend()]
+    flow = await WorkflowEngine.create(backend=chosen)
+    try:
+        futures = flow._import(graph)
+        values = {h.key: await futures[h.key] for h in handles}
+    finally:
+        await flow.shutdown()
+    return tuple(_rebuild(o, values) for o in objs)
