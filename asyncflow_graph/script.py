@@ -179,9 +179,12 @@ async def _compute(objs: tuple[Any, ...], backends: Sequence[Backend] | None) ->
 
     chosen = list(backends) if backends else [LocalExecutionBackend()]
     flow = await WorkflowEngine.create(backend=chosen)
+    futures = flow._import(graph)
     try:
-        futures = flow._import(graph)
         values = {h.key: await futures[h.key] for h in handles}
     finally:
         await flow.shutdown()
+        for fut in futures.values():  # the error raised here is the one reported
+            if fut.done() and not fut.cancelled():
+                fut.exception()
     return tuple(_rebuild(o, values) for o in objs)

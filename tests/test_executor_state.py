@@ -22,8 +22,14 @@ def _f(*args):
 
 def mk(key, deps=()):
     return Node(
-        key, f"name_{key}", TaskKind.FUNCTION, _f, tuple(Ref(d) for d in deps),
-        EMPTY_MAPPING, tuple(deps), OPTS,
+        key,
+        f"name_{key}",
+        TaskKind.FUNCTION,
+        _f,
+        tuple(Ref(d) for d in deps),
+        EMPTY_MAPPING,
+        tuple(deps),
+        OPTS,
     )
 
 
