@@ -148,7 +148,8 @@ def test_seed_examples_exist() -> None:
 def test_example_imports_asyncflow_graph(path: Path) -> None:
     source = path.read_text()
     assert "radical" not in source, f"{path.name} still refers to radical.asyncflow"
-    assert re.search(r"^(from asyncflow_graph(\.\w+)* import |import asyncflow_graph)", source, re.MULTILINE)
+    imports = r"^(from asyncflow_graph(\.\w+)* import |import asyncflow_graph)"
+    assert re.search(imports, source, re.MULTILINE)
     if "WorkflowEngine" not in source:
         return  # the script face: no engine, no event loop
     assert "await flow.shutdown()" in source
