@@ -65,6 +65,9 @@ class WorkflowEngine:
         self.implicit_data_mode = implicit_data
         self.execution = execution
         backends = _normalize_backends(backend, dry_run)
+        for b in backends:
+            if hasattr(b, "implicit_data"):
+                b.implicit_data = implicit_data
         self._default_backend_name = backends[0].name
         self._backends: dict[str, Backend] = {b.name: b for b in backends}
         self._executor = Executor(
@@ -199,9 +202,12 @@ class WorkflowEngine:
         return self.graph
 
     def _merge_pending(self) -> None:
-        if self._pending and self.execution == "lazy":
+        """Bring nodes created this turn into ``self._graph`` (the call adds the node
+        to the graph; eager mode keeps them pending too, for the end-of-turn compile)."""
+        if self._pending:
             self._graph = self._graph.merge(self._pending.values())
-            self._pending = {}
+            if self.execution == "lazy":
+                self._pending = {}
 
     def _flush(self) -> None:
         """Compile and submit everything added since the last flush (eager)."""

@@ -478,11 +478,6 @@ async def test_graph_grows_and_is_immutable(flow):
     assert set(h2.graph) == {h1.key, h2.key}
 
 
-@pytest.mark.xfail(
-    reason="BUG: eager engine.graph/handle.graph/compile() omit tasks created in the "
-    "current loop turn (engine._merge_pending only merges in lazy mode)",
-    strict=True,
-)
 async def test_eager_graph_includes_just_created_tasks(flow):
     @flow.function_task
     async def t(x=None):

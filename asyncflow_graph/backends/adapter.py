@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..compiler.plan import Capabilities
+from ..data import InputFile
 from ..describe import describe
 from ..errors import BackendError
 from ..spec import TaskKind, substitute
@@ -34,6 +35,12 @@ class AsyncFlowBackendAdapter(Backend):
         self.wrapped = backend
         self._tasks: dict[str, dict[str, Any]] = {}  # uid -> dict in flight
         self._background: set[asyncio.Task[Any]] = set()
+        #: set by the engine from create(implicit_data=...)
+        self.implicit_data = True
+        kind = type(backend)
+        self._implicit = bool(getattr(kind, "supports_implicit_data_linking", False))
+        self._explicit = bool(getattr(kind, "supports_explicit_data_linking", False))
+        self._sent: dict[str, dict[str, Any]] = {}  # uid -> dict, kept only when linking
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
@@ -49,8 +56,12 @@ class AsyncFlowBackendAdapter(Backend):
 
     def submit(self, works: Sequence[Work]) -> None:
         tasks = [self._task_dict(w) for w in works]
-        for t in tasks:
+        linking = (self._implicit and self.implicit_data) or self._explicit
+        for w, t in zip(works, tasks, strict=True):
             self._tasks[t["uid"]] = t
+            if linking:
+                self._link(w, t)
+                self._sent[t["uid"]] = t
         task = asyncio.ensure_future(self._submit(tasks))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -59,6 +70,29 @@ class AsyncFlowBackendAdapter(Backend):
         node = work.nodes[0]
         args, kwargs = substitute(node.args, node.kwargs, work.inputs, node.deep)
         return describe(node, args=args, kwargs=kwargs, backend=self.name, payload=work.payload)
+
+    def _link(self, work: Work, task: dict[str, Any]) -> None:
+        """AsyncFlow's data-linking hooks, for backends that declare them: implicit
+        links for dependencies without output files, explicit links for files a
+        dependency produces and this task reads, staging for the other inputs."""
+        b = self.wrapped
+        wanted = {f.filename: f for f in task["args"] if isinstance(f, InputFile)}
+        for dep_key in dict.fromkeys(work.nodes[0].deps):
+            dep = self._sent.get(dep_key)
+            if dep is None:
+                continue
+            outputs = dep["metadata"]["output_files"]
+            if not outputs and self._implicit and self.implicit_data:
+                b.link_implicit_data_deps(dep, task)
+            for name in outputs:
+                if name in wanted and self._explicit:
+                    b.link_explicit_data_deps(src_task=dep, dst_task=task, file_name=name)
+                    del wanted[name]
+        if self._explicit:
+            for name, f in wanted.items():
+                b.link_explicit_data_deps(
+                    src_task=None, dst_task=task, file_name=name, file_path=f.filepath
+                )
 
     async def _submit(self, tasks: list[dict[str, Any]]) -> None:
         try:

@@ -169,9 +169,11 @@ class RunState:
 
     def _end(self, key: str, outcome: Any, *, failed: bool) -> list[str]:
         ended: list[str] = []
-        stack: list[tuple[str, Any]] = [(key, outcome)]
+        # (key, outcome, index of key in its unit or -1): the index rides along so a
+        # long fused chain ends in linear time.
+        stack: list[tuple[str, Any, int]] = [(key, outcome, -1)]
         while stack:
-            k, out = stack.pop()
+            k, out, i = stack.pop()
             job = self._job_of.pop(k, None)
             if job is None:
                 continue
@@ -182,15 +184,18 @@ class RunState:
             ended.append(k)
             keys = job.unit.keys
             if k != keys[-1]:  # the rest of a fused chain depends on k
-                nxt = keys[keys.index(k) + 1]
-                stack.append((nxt, self._dependency_error(nxt, out) if failed else out))
+                i = keys.index(k) if i < 0 else i
+                nxt = keys[i + 1]
+                err = self._dependency_error(nxt, out) if failed else out
+                stack.append((nxt, err, i + 1))
             else:
                 job.status = ENDED
             for j in self._waiters.pop(k, ()):
                 if j.status == WAITING:
                     j.status = ENDED
                     head = j.unit.keys[0]
-                    stack.append((head, self._dependency_error(head, out) if failed else out))
+                    err = self._dependency_error(head, out) if failed else out
+                    stack.append((head, err, 0))
         return ended
 
     def _end_from_inputs(self, job: Job) -> list[str]:
