@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -42,14 +43,7 @@ class Delayed:
     @property
     def graph(self) -> Graph:
         """This task and its ancestors."""
-        seen: dict[str, Node] = {}
-        todo: list[Delayed] = [self]
-        while todo:
-            d = todo.pop()
-            if d.key not in seen:
-                seen[d.key] = d.node
-                todo.extend(d._parents)
-        return Graph(seen[k] for k in Graph(seen).toposort())
+        return _merged_graph([self])
 
     def compute(self, **kwargs: Any) -> Any:
         return compute(self, **kwargs)[0]
@@ -130,12 +124,21 @@ def _rebuild(obj: Any, values: dict[str, Any]) -> Any:
 
 
 def _merged_graph(handles: list[Delayed]) -> Graph:
-    nodes: dict[str, Node] = {}
-    for h in handles:
-        for k, n in h.graph.items():
-            nodes.setdefault(k, n)
-    g = Graph(nodes)
-    return Graph(nodes[k] for k in g.toposort())
+    """The ancestors of ``handles`` in one traversal, in topological order."""
+    seen: dict[str, Node] = {}
+    todo = list(handles)
+    while todo:
+        d = todo.pop()
+        if d.key not in seen:
+            seen[d.key] = d.node
+            todo.extend(d._parents)
+    # Keys from one builder count up in call order, which is topological; sort
+    # on that instead of a full toposort when every key has the counter form.
+    try:
+        order = sorted(seen, key=lambda k: int(k.rpartition(".")[2]))
+    except ValueError:
+        order = Graph(seen).toposort()
+    return Graph(seen[k] for k in order)
 
 
 def compile(*objs: Any, backends: Sequence[Backend] | None = None) -> Plan:
@@ -152,10 +155,13 @@ def compile(*objs: Any, backends: Sequence[Backend] | None = None) -> Plan:
 
 
 def compute(
-    *objs: Any, backends: Sequence[Backend] | None = None, execution: str = "eager"
+    *objs: Any, backends: Sequence[Backend] | None = None, progress: bool = False
 ) -> tuple[Any, ...]:
     """Run the tasks in ``objs`` from plain synchronous code and return the
-    results in the same structure (tuples, lists, dicts of handles)."""
+    results in the same structure (tuples, lists, dicts of handles).
+
+    ``progress=True`` shows tasks done / total per backend on stderr (updated in
+    place on a terminal, one summary line otherwise)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -166,10 +172,38 @@ def compute(
             "code create an engine (flow = await WorkflowEngine.create(...)) and `await` "
             "the handles instead"
         )
-    return asyncio.run(_compute(objs, backends))
+    return asyncio.run(_compute(objs, backends, progress))
 
 
-async def _compute(objs: tuple[Any, ...], backends: Sequence[Backend] | None) -> tuple[Any, ...]:
+class _Progress:
+    """Counts finished tasks per backend and redraws one status line."""
+
+    def __init__(self, graph: Graph, default: str) -> None:
+        self.total: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.backend_of = {k: n.options.backend or default for k, n in graph.items()}
+        for b in self.backend_of.values():
+            self.total[b] = self.total.get(b, 0) + 1
+            self.done[b] = 0
+        self.live = sys.stderr.isatty()
+
+    def line(self) -> str:
+        parts = ", ".join(f"{b} {self.done[b]}/{self.total[b]}" for b in self.total)
+        return f"[asyncflow_graph] {sum(self.done.values())}/{sum(self.total.values())} ({parts})"
+
+    def finished(self, fut: Any) -> None:
+        self.done[self.backend_of[fut.key]] += 1
+        if self.live:
+            sys.stderr.write("\r" + self.line())
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write(("\r" if self.live else "") + self.line() + "\n")
+
+
+async def _compute(
+    objs: tuple[Any, ...], backends: Sequence[Backend] | None, progress: bool
+) -> tuple[Any, ...]:
     from .engine import WorkflowEngine
 
     handles: list[Delayed] = []
@@ -180,10 +214,16 @@ async def _compute(objs: tuple[Any, ...], backends: Sequence[Backend] | None) ->
     chosen = list(backends) if backends else [LocalExecutionBackend()]
     flow = await WorkflowEngine.create(backend=chosen)
     futures = flow._import(graph)
+    bar = _Progress(graph, chosen[0].name) if progress else None
+    if bar is not None:
+        for fut in futures.values():
+            fut.add_done_callback(bar.finished)
     try:
         values = {h.key: await futures[h.key] for h in handles}
     finally:
         await flow.shutdown()
+        if bar is not None:
+            bar.close()
         for fut in futures.values():  # the error raised here is the one reported
             if fut.done() and not fut.cancelled():
                 fut.exception()

@@ -153,7 +153,10 @@ def _dot_nodes(
         node = nodes[key]
         bad = key in errors or (state is not None and key in state.failures)
         colour = ', color="#c0392b", penwidth=2' if bad else ""
-        label = dot_escape(f"{node.name}\n{_short(key)}")
+        text = f"{node.name}\n{_short(key)}"
+        if state is not None and key in state.durations:
+            text += f"\n{state.durations[key]:.3g} s"
+        label = dot_escape(text)
         yield (
             f'{indent}"{dot_escape(key)}" [label="{label}", {DOT_SHAPES[node.kind]}, '
             f'fillcolor="{_fill(key, state, errors)}", '

@@ -138,3 +138,11 @@ def test_cli_bad_target_is_a_clear_error(tmp_path: Path) -> None:
     proc = _run_cli(["visualize", "nomodule"], tmp_path)
     assert proc.returncode != 0
     assert "module:function" in proc.stderr
+
+
+def test_compute_progress_counts_every_task(capsys: pytest.CaptureFixture[str]) -> None:
+    leaves = [inc(i) for i in range(5)]
+    out = ag.compute(leaves, progress=True)
+    assert out == ([1, 2, 3, 4, 5],)
+    err = capsys.readouterr().err
+    assert "[asyncflow_graph] 5/5 (default 5/5)" in err

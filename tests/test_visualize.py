@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -147,6 +148,11 @@ async def test_states_coloured_after_run(mixed, tmp_path):
     open_ = {k for k, v in fills.items() if v == viz.OPEN}
     assert len(done) == 3 and len(open_) == 3
     assert set(flow.graph.cull([handles[0].key])) == done
+    # Tasks whose backend reported RUNNING carry their duration in the label.
+    source = flow.visualize().source
+    timed = [k for k in done if k in flow._executor.state.durations]
+    assert timed, "no durations recorded"
+    assert re.search(r"\d s\"", source)
 
 
 @needs_dot

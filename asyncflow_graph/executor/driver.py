@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from functools import partial
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from ..backends.base import Backend, BackendContext, Work
@@ -55,6 +56,7 @@ class Executor:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._members: dict[str, list[str]] = {}  # block key -> keys its body created
         self._background: set[asyncio.Task[Any]] = set()
+        self._started_at: dict[str, float] = {}  # key -> perf_counter() at RUNNING
         self.closed = False
 
     # -- backends ---------------------------------------------------------------------
@@ -160,6 +162,7 @@ class Executor:
         fut = self.futures.get(node.key)
         if fut is not None:
             fut.state = "RUNNING"  # type: ignore[attr-defined]
+        self._started_at[node.key] = perf_counter()
         task = self.loop.create_task(self._block_runner(node, args, kwargs))
         self._tasks[node.key] = task
         task.add_done_callback(partial(self._block_finished, node.key))
@@ -184,6 +187,7 @@ class Executor:
     # -- Reporter: backend events -------------------------------------------------------
 
     def running(self, key: str) -> None:
+        self._started_at[key] = perf_counter()
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "RUNNING"  # type: ignore[attr-defined]
@@ -194,6 +198,9 @@ class Executor:
         if job is None:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
+        t0 = self._started_at.pop(key, None)
+        if t0 is not None:
+            state.durations[key] = perf_counter() - t0
         if key == job.unit.keys[-1]:
             self._finish_work(job.unit.keys[0])
         fut = self.futures.get(key)
@@ -212,6 +219,9 @@ class Executor:
             self._retry(job, key, exc)
             return
         self._finish_work(job.unit.keys[0])
+        t0 = self._started_at.pop(key, None)
+        if t0 is not None:
+            self.state.durations[key] = perf_counter() - t0
         self._resolve_ended(self.state.fail(key, exc))
 
     def cancelled(self, key: str, msg: str | None = None) -> None:

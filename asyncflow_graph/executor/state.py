@@ -44,13 +44,15 @@ class Job:
 
 
 class RunState:
-    __slots__ = ("_job_of", "_waiters", "cancelled", "failures", "nodes", "values")
+    __slots__ = ("_job_of", "_waiters", "cancelled", "durations", "failures", "nodes", "values")
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
         self.values: dict[str, Any] = {}
         self.failures: dict[str, BaseException] = {}
         self.cancelled: dict[str, str | None] = {}
+        #: seconds from RUNNING to the end, for the keys whose backend reported RUNNING
+        self.durations: dict[str, float] = {}
         self._job_of: dict[str, Job] = {}  # open key -> the job that computes it
         self._waiters: dict[str, list[Job]] = {}  # open key -> jobs waiting for it
 
