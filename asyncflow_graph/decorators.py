@@ -3,11 +3,14 @@ nodes to an engine's graph and return handles."""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .errors import UnknownOptionError
 from .spec import EMPTY_MAPPING, Node, TaskKind, TaskOptions, extract_refs, tokenize
 
 if TYPE_CHECKING:
@@ -102,6 +105,22 @@ class TaskDefinition:
         return f"<{self.kind.value} task {self.name!r}>"
 
 
+_OPTION_NAMES = [f.name for f in dataclasses.fields(TaskOptions)]
+
+
+def build_options(kind: TaskKind, options: dict[str, Any]) -> TaskOptions:
+    """TaskOptions from decorator keywords; an unknown keyword names the valid ones."""
+    for name in options:
+        if name not in _OPTION_NAMES:
+            close = difflib.get_close_matches(name, _OPTION_NAMES, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownOptionError(
+                f"unknown option {name!r} for @{kind.value}_task{hint}; valid options: "
+                f"{', '.join(_OPTION_NAMES)}"
+            )
+    return TaskOptions(**options)
+
+
 def make_definition(
     engine: GraphBuilder, func: Any, kind: TaskKind, options: dict[str, Any]
 ) -> TaskDefinition:
@@ -129,7 +148,7 @@ def make_definition(
                     f"dict, got {default!r}"
                 )
             default_desc = default
-    opts = TaskOptions(**options)
+    opts = build_options(kind, options)
     if default_desc:
         opts = opts.with_description(default_desc)
     return TaskDefinition(engine, func, kind, opts)

@@ -12,7 +12,10 @@ import asyncio
 import itertools
 import logging
 import os
+import signal
+import threading
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -21,12 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.base import Backend
 from .compiler import Plan, compile_plan
-from .decorators import TaskDefinition, make_definition
+from .decorators import TaskDefinition, build_options, make_definition
 from .errors import ConfigurationError, EngineClosedError
 from .executor import Executor
 from .graph import Graph
 from .handle import LazyTaskFuture, TaskFuture
-from .spec import Node, TaskKind, TaskOptions
+from .spec import Node, TaskKind
 
 if TYPE_CHECKING:
     from .visualize import Drawing
@@ -87,6 +90,7 @@ class WorkflowEngine:
         self._closed = False
         self._shutdown_task: asyncio.Task[None] | None = None
         self._started = self.loop.create_task(self._start(backends))
+        _watch_signals(self)
 
     @classmethod
     async def create(
@@ -145,7 +149,7 @@ class WorkflowEngine:
         if "service" in options and not isinstance(options["service"], bool):
             raise TypeError(f"service= must be True or False, got {options['service']!r}")
         if func is None:
-            TaskOptions(**options)  # unknown or bad options fail here, at decoration
+            build_options(kind, options)  # unknown or bad options fail here, at decoration
 
             def decorate(f: Callable[..., Any]) -> TaskDefinition:
                 return make_definition(self, f, kind, options)
@@ -220,7 +224,11 @@ class WorkflowEngine:
 
     def _compile(self, nodes: Mapping[str, Node]) -> Plan:
         return compile_plan(
-            nodes, self._executor.capabilities, self._default_backend_name, pickles=_pickles
+            nodes,
+            self._executor.capabilities,
+            self._default_backend_name,
+            pickles=_pickles,
+            known=self._executor.state.nodes,
         )
 
     def _demand(self, key: str) -> None:
@@ -340,6 +348,37 @@ def _pickles(obj: object) -> bool:
 
 
 _REQUIRED_ASYNCFLOW = ("submit_tasks", "register_callback")
+
+# One handler per loop and signal serves every engine on that loop (a second
+# add_signal_handler would silently replace the first engine's).
+_engines_by_loop: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, weakref.WeakSet[WorkflowEngine]
+] = weakref.WeakKeyDictionary()
+
+
+def _watch_signals(engine: WorkflowEngine) -> None:
+    """SIGINT/SIGTERM shut every engine on the loop down gracefully (main thread
+    only). The handlers are then removed, so a second signal acts as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = engine.loop
+    engines = _engines_by_loop.get(loop)
+    if engines is None:
+        engines = _engines_by_loop[loop] = weakref.WeakSet()
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, _on_signal, loop, sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return  # not a Unix loop, or not the main interpreter
+    engines.add(engine)
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
+    log.warning("received %s: shutting down every engine gracefully", sig.name)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(s)
+    for engine in list(_engines_by_loop.pop(loop, ())):
+        loop.create_task(engine.shutdown())
 
 
 def _normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:

@@ -18,10 +18,12 @@ __all__ = [
     "ConfigurationError",
     "DependencyFailureError",
     "EngineClosedError",
+    "MissingInputError",
     "PromptNotSupportedError",
     "SerializationError",
     "TaskBuildError",
     "TaskTimeoutError",
+    "UnknownOptionError",
 ]
 
 
@@ -31,6 +33,14 @@ class AsyncFlowGraphError(Exception):
 
 class ConfigurationError(AsyncFlowGraphError, ValueError):
     """Bad arguments to the engine, a decorator or a backend (raised at once)."""
+
+
+class UnknownOptionError(ConfigurationError, TypeError):
+    """A decorator got a keyword it does not know (a TypeError, as Python's own)."""
+
+
+class MissingInputError(AsyncFlowGraphError, FileNotFoundError):
+    """An ``InputFile`` neither exists nor is produced by a task it depends on."""
 
 
 class BackendNotFoundError(AsyncFlowGraphError, KeyError):

@@ -12,9 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable, Container, Iterable, Mapping
 from types import MappingProxyType
 
-from ..errors import BackendNotFoundError, PromptNotSupportedError, SerializationError
+from ..data import InputFile, OutputFile
+from ..errors import (
+    BackendNotFoundError,
+    MissingInputError,
+    PromptNotSupportedError,
+    SerializationError,
+)
 from ..graph import Graph
-from ..spec import Node, TaskKind
+from ..spec import EMPTY_MAPPING, Node, TaskKind
 from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
 
 __all__ = ["assign_backends", "compile_plan", "cull", "fuse", "partition", "validate"]
@@ -46,12 +52,20 @@ def validate(
     backend_of: Mapping[str, str],
     backends: Mapping[str, Capabilities],
     pickles: Callable[[object], bool] | None = None,
+    known: Mapping[str, Node] = EMPTY_MAPPING,
 ) -> dict[str, BaseException]:
     """Errors known before running: unknown backend, prompt to a backend without
-    prompt support, an unpicklable callable bound for a process/remote backend."""
+    prompt support, an unpicklable callable bound for a process/remote backend,
+    an ``InputFile`` that nothing provides. ``known`` holds nodes compiled before
+    (dependencies outside this batch)."""
     errors: dict[str, BaseException] = {}
     checked: dict[int, bool] = {}
     for key, node in nodes.items():
+        if node.args:
+            missing = _missing_input(node, nodes, known)
+            if missing is not None:
+                errors[key] = missing
+                continue
         target = backend_of[key]
         if target == ENGINE_BACKEND:
             continue
@@ -76,6 +90,27 @@ def validate(
                     f"it to a thread backend"
                 )
     return errors
+
+
+def _missing_input(
+    node: Node, nodes: Mapping[str, Node], known: Mapping[str, Node]
+) -> MissingInputError | None:
+    wanted = [a for a in node.args if type(a) is InputFile and a.produced_by_task]
+    if not wanted:
+        return None
+    produced: set[str] = set()
+    for d in node.deps:
+        dep = nodes.get(d) or known.get(d)
+        if dep is not None:
+            produced.update(a.filename for a in dep.args if type(a) is OutputFile)
+    for f in wanted:
+        if f.filename not in produced:
+            return MissingInputError(
+                f"task {node.name!r} reads InputFile({f.filepath!r}), which does not exist "
+                f"and is not an OutputFile of any task it depends on; create the file, pass "
+                f"the producing task's handle as an argument, or fix the path"
+            )
+    return None
 
 
 def _topological(nodes: Mapping[str, Node]) -> list[str]:
@@ -283,6 +318,7 @@ def compile_plan(
     *,
     targets: Iterable[str] | None = None,
     pickles: Callable[[object], bool] | None = None,
+    known: Mapping[str, Node] = EMPTY_MAPPING,
 ) -> Plan:
     """Compile ``nodes`` (optionally culled to ``targets``) into a :class:`Plan`.
 
@@ -291,7 +327,7 @@ def compile_plan(
         nodes = cull(nodes, targets)
     order = _topological(nodes)
     backend_of = assign_backends(nodes, default_backend or "default")
-    errors = validate(nodes, backend_of, backends, pickles)
+    errors = validate(nodes, backend_of, backends, pickles, known)
     no_fuse = {name for name, caps in backends.items() if not caps.fuse_chains}
     units = fuse(nodes, backend_of, errors, order, no_fuse)
     parts = partition(units, nodes, backend_of)
