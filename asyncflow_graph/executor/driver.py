@@ -261,6 +261,13 @@ class Executor:
         if self._running.get(work.key) is not work:
             return
         timeout = work.nodes[0].options.timeout
+        log.warning(
+            "task %r timed out after %s s; cancelling it on backend %r (work already in a "
+            "thread runs to its end and its result is discarded)",
+            work.nodes[0].name,
+            timeout,
+            work.unit.backend,
+        )
         self._spawn(self.backends[work.unit.backend].cancel(work))
         self.failed(
             work.key,
