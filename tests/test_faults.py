@@ -293,8 +293,11 @@ async def test_asyncflow_style_submit_tasks_raises(tmp_path):
 # --------------------------------------------------------------------------- 6. hygiene
 
 
-def _asyncflow_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("asyncflow-")]
+def _asyncflow_threads(ignore: frozenset[threading.Thread] = frozenset()) -> list[str]:
+    """Live asyncflow- threads, except ``ignore`` (left by other test modules)."""
+    return [
+        t.name for t in threading.enumerate() if t.name.startswith("asyncflow-") and t not in ignore
+    ]
 
 
 def _square(x):
@@ -303,6 +306,8 @@ def _square(x):
 
 async def test_shutdown_leaves_no_threads_processes_or_fds(tmp_path):
     fds_before = len(os.listdir("/proc/self/fd"))
+    threads_before = frozenset(threading.enumerate())
+    children_before = set(multiprocessing.active_children())
     engine = await WorkflowEngine.create(
         backend=[
             LocalExecutionBackend(name="threads"),
@@ -330,8 +335,8 @@ async def test_shutdown_leaves_no_threads_processes_or_fds(tmp_path):
     assert _asyncflow_threads()
     await asyncio.wait_for(engine.shutdown(), T * 3)
 
-    assert _asyncflow_threads() == []
-    assert multiprocessing.active_children() == []
+    assert _asyncflow_threads(threads_before) == []
+    assert set(multiprocessing.active_children()) <= children_before
     fds_after = len(os.listdir("/proc/self/fd"))
     print(f"open fds: before={fds_before} after={fds_after}")
     assert fds_after <= fds_before
@@ -341,6 +346,7 @@ async def test_shutdown_leaves_no_threads_processes_or_fds(tmp_path):
 
 
 async def test_shutdown_never_blocks_the_loop(tmp_path):
+    threads_before = frozenset(threading.enumerate())
     engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
     loop = asyncio.get_running_loop()
     started = asyncio.Event()
@@ -369,7 +375,7 @@ async def test_shutdown_never_blocks_the_loop(tmp_path):
         gate.set()
     await asyncio.wait_for(shutting, T)
     assert h.cancelled() and h.state == "CANCELLED"
-    assert _asyncflow_threads() == []
+    assert _asyncflow_threads(threads_before) == []
 
 
 async def test_shutdown_wait_lets_running_work_finish(tmp_path):
