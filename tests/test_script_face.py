@@ -146,3 +146,25 @@ def test_compute_progress_counts_every_task(capsys: pytest.CaptureFixture[str]) 
     assert out == ([1, 2, 3, 4, 5],)
     err = capsys.readouterr().err
     assert "[asyncflow_graph] 5/5 (default 5/5)" in err
+
+
+async def test_fused_chain_keeps_intermediate_results() -> None:
+    from asyncflow_graph import WorkflowEngine
+
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend())
+    try:
+
+        @flow.function_task
+        async def step(x: int) -> int:
+            return x * 2
+
+        first = step(1)
+        middle = step(first)
+        last = step(middle)
+        plan = flow.compile(last)
+        assert [len(u.keys) for u in plan.units] == [3]  # one fused submission
+        assert await last == 8
+        assert (await first, await middle) == (2, 4)
+        assert first.state == middle.state == "DONE"
+    finally:
+        await flow.shutdown()
