@@ -94,27 +94,17 @@ async def run_command(cmd: Command) -> str:
             os.makedirs(os.path.dirname(cmd.stdout_path), exist_ok=True)
             out_f = open(cmd.stdout_path, "wb")  # noqa: SIM115 - closed in finally
             err_f = open(cmd.stderr_path, "wb")  # noqa: SIM115
-        stdout = out_f if out_f is not None else asyncio.subprocess.PIPE
-        stderr = err_f if err_f is not None else asyncio.subprocess.PIPE
+        options: dict[str, Any] = {
+            "stdout": out_f if out_f is not None else asyncio.subprocess.PIPE,
+            "stderr": err_f if err_f is not None else asyncio.subprocess.PIPE,
+            "stdin": asyncio.subprocess.DEVNULL,
+            "cwd": cmd.cwd,
+            "env": cmd.env,
+        }
         if cmd.shell is not None:
-            proc = await asyncio.create_subprocess_shell(
-                cmd.shell,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cmd.cwd,
-                env=cmd.env,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+            proc = await asyncio.create_subprocess_shell(cmd.shell, **options)
         else:
-            assert cmd.argv is not None
-            proc = await asyncio.create_subprocess_exec(
-                *cmd.argv,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=cmd.cwd,
-                env=cmd.env,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+            proc = await asyncio.create_subprocess_exec(*(cmd.argv or ()), **options)
         try:
             out_b, err_b = await proc.communicate()
         except asyncio.CancelledError:
