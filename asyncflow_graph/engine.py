@@ -283,12 +283,7 @@ class WorkflowEngine:
         """The plan for ``handles`` (all tasks if none), without running anything."""
         graph = self.graph
         targets: Iterable[str] = [h.key for h in handles] if handles else list(graph)
-        return compile_plan(
-            graph.cull(targets),
-            self._executor.capabilities,
-            self._default_backend_name,
-            pickles=_pickles,
-        )
+        return self._compile(graph.cull(targets))
 
     def explain(self, *handles: TaskFuture) -> str:
         return self.compile(*handles).explain()
@@ -301,10 +296,9 @@ class WorkflowEngine:
         from .visualize import visualize
 
         graph = self.graph if keys is None else self.graph.cull(keys)
-        plan = compile_plan(
-            graph, self._executor.capabilities, self._default_backend_name, pickles=_pickles
+        return visualize(
+            self._compile(graph), filename=filename, state=self._executor.state, **kwargs
         )
-        return visualize(plan, filename=filename, state=self._executor.state, **kwargs)
 
     # -- shutdown -------------------------------------------------------------------------
 

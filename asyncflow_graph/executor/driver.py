@@ -198,9 +198,7 @@ class Executor:
         if job is None:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
-        t0 = self._started_at.pop(key, None)
-        if t0 is not None:
-            state.durations[key] = perf_counter() - t0
+        self._record_duration(key)
         if key == job.unit.keys[-1]:
             self._finish_work(job.unit.keys[0])
         fut = self.futures.get(key)
@@ -219,9 +217,7 @@ class Executor:
             self._retry(job, key, exc)
             return
         self._finish_work(job.unit.keys[0])
-        t0 = self._started_at.pop(key, None)
-        if t0 is not None:
-            self.state.durations[key] = perf_counter() - t0
+        self._record_duration(key)
         self._resolve_ended(self.state.fail(key, exc))
 
     def cancelled(self, key: str, msg: str | None = None) -> None:
@@ -249,6 +245,11 @@ class Executor:
     def _dispatch_if_open(self, job: Job) -> None:
         if self.state.job_of(job.unit.keys[0]) is job:
             self._dispatch([job])
+
+    def _record_duration(self, key: str) -> None:
+        t0 = self._started_at.pop(key, None)
+        if t0 is not None:
+            self.state.durations[key] = perf_counter() - t0
 
     def _finish_work(self, head: str) -> None:
         self._running.pop(head, None)
