@@ -28,6 +28,7 @@ from .compiler import Plan, compile_plan
 from .decorators import TaskDefinition, build_options, make_definition
 from .errors import ConfigurationError, EngineClosedError
 from .executor import Executor
+from .executor.events import RunObserver
 from .graph import Graph
 from .handle import LazyTaskFuture, TaskFuture
 from .spec import Node, TaskKind
@@ -299,6 +300,24 @@ class WorkflowEngine:
         return visualize(
             self._compile(graph), filename=filename, state=self._executor.state, **kwargs
         )
+
+    # -- observability --------------------------------------------------------------------
+
+    def add_observer(self, observer: RunObserver) -> None:
+        """Attach a :class:`~asyncflow_graph.executor.events.RunObserver` to this
+        engine's runs (telemetry, event logs and progress bars are observers)."""
+        self._executor.add_observer(observer)
+
+    def remove_observer(self, observer: RunObserver) -> None:
+        self._executor.remove_observer(observer)
+
+    async def start_telemetry(self, *args: Any, **kwargs: Any) -> Any:
+        """Start OpenTelemetry spans/metrics and AsyncFlow's telemetry events for this
+        engine; see :func:`asyncflow_graph.telemetry.start_telemetry`. Needs the
+        ``telemetry`` extra (``pip install asyncflow-graph[telemetry]``)."""
+        from .telemetry import start_telemetry
+
+        return await start_telemetry(self, *args, **kwargs)
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -19,10 +19,11 @@ from time import perf_counter
 from typing import Any
 
 from ..backends.base import Backend, BackendContext, Work
-from ..compiler.plan import Capabilities, Plan
+from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
 from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
 from .builders import make_payload
+from .events import RunObserver
 from .state import Job, RunState
 
 __all__ = ["BlockRunner", "Executor"]
@@ -57,7 +58,24 @@ class Executor:
         self._members: dict[str, list[str]] = {}  # block key -> keys its body created
         self._background: set[asyncio.Task[Any]] = set()
         self._started_at: dict[str, float] = {}  # key -> perf_counter() at RUNNING
+        #: attached RunObservers; empty (falsy) keeps every hook to one test
+        self.observers: tuple[RunObserver, ...] = ()
         self.closed = False
+
+    # -- observers ----------------------------------------------------------------------
+
+    def add_observer(self, observer: RunObserver) -> None:
+        self.observers = (*self.observers, observer)
+
+    def remove_observer(self, observer: RunObserver) -> None:
+        self.observers = tuple(o for o in self.observers if o is not observer)
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(*args)
+            except Exception:
+                log.exception("run observer %r failed in %s", observer, hook)
 
     # -- backends ---------------------------------------------------------------------
 
@@ -76,6 +94,8 @@ class Executor:
         for key, node in plan.nodes.items():
             if node.parent is not None:
                 self._members.setdefault(node.parent, []).append(key)
+        if self.observers:
+            self._notify("on_plan", plan)
         ready, ended = self.state.add(plan.nodes, plan.units, plan.errors, cancelled)
         if ended:
             self._resolve_ended(ended)
@@ -113,6 +133,8 @@ class Executor:
             timeout = w.nodes[0].options.timeout
             if timeout is not None:
                 self._timers[w.key] = self.loop.call_later(timeout, self._timed_out, w)
+        if self.observers:
+            self._notify("on_submitted", name, [w.unit for w in works])
         try:
             self.backends[name].submit(works)
         except Exception as exc:
@@ -163,6 +185,11 @@ class Executor:
         if fut is not None:
             fut.state = "RUNNING"  # type: ignore[attr-defined]
         self._started_at[node.key] = perf_counter()
+        if self.observers:
+            job = self.state.job_of(node.key)
+            if job is not None:
+                self._notify("on_submitted", ENGINE_BACKEND, [job.unit])
+            self._notify("on_running", node.key)
         task = self.loop.create_task(self._block_runner(node, args, kwargs))
         self._tasks[node.key] = task
         task.add_done_callback(partial(self._block_finished, node.key))
@@ -188,6 +215,8 @@ class Executor:
 
     def running(self, key: str) -> None:
         self._started_at[key] = perf_counter()
+        if self.observers:
+            self._notify("on_running", key)
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "RUNNING"  # type: ignore[attr-defined]
@@ -201,6 +230,8 @@ class Executor:
         self._record_duration(key)
         if key == job.unit.keys[-1]:
             self._finish_work(job.unit.keys[0])
+        if self.observers:
+            self._notify("on_done", key, value)
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "DONE"  # type: ignore[attr-defined]
@@ -284,6 +315,8 @@ class Executor:
             fut = self.futures.get(key)
             if key in state.failures:
                 exc = state.failures[key]
+                if self.observers:
+                    self._notify("on_failed", key, exc)
                 self._stop_running(key, None, task)
                 if fut is not None and not fut.done():
                     fut.state = "FAILED"  # type: ignore[attr-defined]
@@ -292,6 +325,8 @@ class Executor:
                         fut._log_traceback = False  # its root cause is logged, not each dependent
             else:
                 msg = state.cancelled.get(key)
+                if self.observers:
+                    self._notify("on_cancelled", key, msg)
                 self._stop_running(key, msg, task)
                 if fut is not None and not fut.done():
                     fut.state = "CANCELLED"  # type: ignore[attr-defined]
