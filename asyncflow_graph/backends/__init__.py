@@ -13,8 +13,10 @@ __all__ = [
     "Backend",
     "BackendContext",
     "Command",
+    "DaskExecutionBackend",
     "LocalExecutionBackend",
     "NoopExecutionBackend",
+    "OpenAIInferenceBackend",
     "Reporter",
     "Work",
 ]
@@ -23,6 +25,8 @@ _LAZY = {
     "LocalExecutionBackend": ".local",
     "NoopExecutionBackend": ".noop",
     "AsyncFlowBackendAdapter": ".adapter",
+    "DaskExecutionBackend": ".dask",
+    "OpenAIInferenceBackend": ".openai",
 }
 
 
