@@ -30,7 +30,7 @@ from .errors import ConfigurationError, EngineClosedError
 from .executor import Executor
 from .executor.events import RunObserver
 from .graph import Graph
-from .handle import LazyTaskFuture, TaskFuture
+from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture
 from .spec import Node, TaskKind
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ class WorkflowEngine:
             work_dir=self.work_dir / self.uid,
             block_runner=self._run_block,
         )
+        self._executor.on_remote_pending = _fetch_on_await
         self._graph = Graph()
         self._pending: dict[str, Node] = {}
         self._counter = itertools.count(1)
@@ -359,6 +360,12 @@ class WorkflowEngine:
 
     def __repr__(self) -> str:
         return f"<WorkflowEngine {self.uid} backends={list(self._backends)} {self.execution}>"
+
+
+def _fetch_on_await(fut: asyncio.Future[Any]) -> None:
+    # Same slots as every TaskFuture class, so the switch is safe and costs nothing
+    # for handles that never hold a remote value.
+    fut.__class__ = RemoteTaskFuture
 
 
 def _pickles(obj: object) -> bool:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .visualize import Drawing
 
-__all__ = ["LazyTaskFuture", "TaskFuture"]
+__all__ = ["LazyTaskFuture", "RemoteTaskFuture", "TaskFuture"]
 
 
 class TaskFuture(asyncio.Future[Any]):
@@ -98,5 +98,33 @@ class LazyTaskFuture(TaskFuture):
         super().add_done_callback(fn, context=context)
 
 
+class RemoteTaskFuture(TaskFuture):
+    """A handle whose task is done but whose value stayed on a remote backend (a
+    Dask cluster): awaiting it, or adding a done-callback, fetches the value once.
+    The executor switches a handle to this class when nobody awaits it yet, so
+    handles of intermediate results never pull data to this process."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._engine._executor.fetch_for_handle(self.key)
+        return super().__await__()
+
+    __iter__ = __await__
+
+    def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
+        self._engine._executor.fetch_for_handle(self.key)
+        super().add_done_callback(fn, context=context)
+
+    def result(self) -> Any:
+        if not self.done():
+            raise asyncio.InvalidStateError(
+                f"task {self.key!r} is done but its result is still on its backend; "
+                f"`await` the handle to fetch it"
+            )
+        return super().result()
+
+
 register_reference_type(TaskFuture)
 register_reference_type(LazyTaskFuture)
+register_reference_type(RemoteTaskFuture)

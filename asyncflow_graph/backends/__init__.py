@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .base import Backend, BackendContext, Command, Reporter, Work
+from .base import Backend, BackendContext, Command, Remote, Reporter, Work
 
 __all__ = [
     "AsyncFlowBackendAdapter",
@@ -17,6 +17,7 @@ __all__ = [
     "LocalExecutionBackend",
     "NoopExecutionBackend",
     "OpenAIInferenceBackend",
+    "Remote",
     "Reporter",
     "Work",
 ]

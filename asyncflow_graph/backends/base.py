@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Protocol
 from ..compiler.plan import Capabilities, Unit
 from ..spec import Node
 
-__all__ = ["Backend", "BackendContext", "Command", "Reporter", "Work"]
+__all__ = ["Backend", "BackendContext", "Command", "Remote", "Reporter", "Work"]
 
 
 class Reporter(Protocol):
@@ -65,6 +65,24 @@ class Work(NamedTuple):
         return self.unit.keys[0]
 
 
+class Remote:
+    """A result that stays where it was computed (e.g. a Dask future on the cluster).
+
+    A backend reports ``done(key, Remote(self.name, ref))`` to keep a value remote:
+    the executor hands it back unchanged to later work on the same backend and asks
+    ``backend.fetch(ref)`` only when the value is needed here (a handle awaited, a
+    task on another backend, a builder or a block body)."""
+
+    __slots__ = ("backend", "ref")
+
+    def __init__(self, backend: str, ref: Any) -> None:
+        self.backend = backend
+        self.ref = ref
+
+    def __repr__(self) -> str:
+        return f"Remote({self.backend!r}, {self.ref!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class BackendContext:
     engine_uid: str
@@ -108,6 +126,10 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every resource; called once at engine shutdown."""
+
+    async def fetch(self, ref: Any) -> Any:
+        """The value behind a :class:`Remote` this backend reported."""
+        raise NotImplementedError(f"backend {self.name!r} reported a Remote but cannot fetch it")
 
     def state(self) -> str:
         return "RUNNING" if self._context is not None else "INITIALIZED"

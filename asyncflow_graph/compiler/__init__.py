@@ -1,6 +1,14 @@
 """The graph compiler: pure passes from an immutable graph to a partitioned plan."""
 
-from .passes import assign_backends, compile_plan, cull, fuse, partition, validate
+from .passes import (
+    assign_backends,
+    compile_plan,
+    cull,
+    fuse,
+    merge_graph_units,
+    partition,
+    validate,
+)
 from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
 
 __all__ = [
@@ -13,6 +21,7 @@ __all__ = [
     "compile_plan",
     "cull",
     "fuse",
+    "merge_graph_units",
     "partition",
     "validate",
 ]

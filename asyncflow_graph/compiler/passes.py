@@ -23,7 +23,15 @@ from ..graph import Graph
 from ..spec import EMPTY_MAPPING, Node, TaskKind
 from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
 
-__all__ = ["assign_backends", "compile_plan", "cull", "fuse", "partition", "validate"]
+__all__ = [
+    "assign_backends",
+    "compile_plan",
+    "cull",
+    "fuse",
+    "merge_graph_units",
+    "partition",
+    "validate",
+]
 
 #: Above this many partitions the (quadratic) maximality merge is skipped.
 MAX_MERGE_PARTITIONS = 512
@@ -311,6 +319,44 @@ def _build_partitions(
     return tuple(out)
 
 
+def merge_graph_units(
+    part: Partition, nodes: Mapping[str, Node], errors: Mapping[str, BaseException]
+) -> Partition:
+    """Merge a partition's function units into one graph unit (one submission).
+
+    A unit joins when all its nodes are plain function tasks without a timeout or a
+    compile-time error and every unit of this partition it depends on joined too.
+    That set is closed under in-partition ancestors, so nothing outside it feeds it
+    from inside the partition and the units stay acyclic. Units are in topological
+    order, so concatenating their keys keeps the graph unit's keys topological."""
+    keys_of_unit: dict[str, int] = {k: i for i, u in enumerate(part.units) for k in u.keys}
+    joined: list[int] = []
+    joined_set: set[int] = set()
+    for i, unit in enumerate(part.units):
+        if any(
+            nodes[k].kind is not TaskKind.FUNCTION or nodes[k].options.timeout is not None
+            for k in unit.keys
+        ) or any(k in errors for k in unit.keys):
+            continue
+        if all(keys_of_unit.get(d, -1) in joined_set or d not in keys_of_unit for d in unit.inputs):
+            joined.append(i)
+            joined_set.add(i)
+    if len(joined) < 2:
+        return part
+    keys = tuple(k for i in joined for k in part.units[i].keys)
+    inside = set(keys)
+    inputs = tuple(
+        dict.fromkeys(d for i in joined for d in part.units[i].inputs if d not in inside)
+    )
+    merged = Unit(part.backend, keys, inputs, graph=True)
+    units = [
+        merged if i == joined[0] else u
+        for i, u in enumerate(part.units)
+        if i == joined[0] or i not in joined_set
+    ]
+    return Partition(part.id, part.backend, tuple(units), part.dependencies, part.inputs)
+
+
 def compile_plan(
     nodes: Mapping[str, Node] | Graph,
     backends: Mapping[str, Capabilities],
@@ -331,6 +377,11 @@ def compile_plan(
     no_fuse = {name for name, caps in backends.items() if not caps.fuse_chains}
     units = fuse(nodes, backend_of, errors, order, no_fuse)
     parts = partition(units, nodes, backend_of)
+    graph_backends = {name for name, caps in backends.items() if caps.graph_units}
+    if graph_backends:
+        parts = tuple(
+            merge_graph_units(p, nodes, errors) if p.backend in graph_backends else p for p in parts
+        )
     return Plan(
         # The plan takes the caller's batch as is (no copy on the hot path).
         nodes=nodes if isinstance(nodes, Graph | MappingProxyType) else MappingProxyType(nodes),

@@ -30,18 +30,29 @@ class Capabilities:
     max_concurrency: int | None = None
     #: False when the backend takes one task per submission (AsyncFlow adapters).
     fuse_chains: bool = True
+    #: True when the backend runs a DAG of function tasks as one submission (Dask: one
+    #: graph, one round trip); the compiler then merges each partition's function
+    #: tasks into one graph unit.
+    graph_units: bool = False
+    #: True when the backend applies ``retries=`` itself (Dask's own retries): the
+    #: executor then does not resubmit failed tasks on it.
+    handles_retries: bool = False
 
 
 class Unit(NamedTuple):
-    """One submission: a chain of nodes on one backend, run back to back
+    """One submission: nodes on one backend run as one piece of work
     (a NamedTuple: immutable and cheap, one per submission).
 
-    Only the first node has inputs from outside the unit; each later node depends
-    on exactly the node before it (that is what fusion guarantees)."""
+    A chain unit (``graph=False``, what fusion makes): only the first node has
+    inputs from outside the unit, and each later node depends on exactly the node
+    before it. A graph unit (``graph=True``, for backends with ``graph_units``):
+    ``keys`` are in topological order, each node's dependencies are earlier keys or
+    ``inputs``, and ``inputs`` are every dependency from outside the unit."""
 
     backend: str
     keys: tuple[str, ...]
     inputs: tuple[str, ...]
+    graph: bool = False
 
     @property
     def head(self) -> str:

@@ -18,13 +18,14 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from ..backends.base import Backend, BackendContext, Work
+from ..backends.base import Backend, BackendContext, Remote, Work
 from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
 from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
 from .builders import make_payload
 from .events import RunObserver
-from .state import Job, RunState
+from .remote import RemoteValues
+from .state import ENDED, Job, RunState
 
 __all__ = ["BlockRunner", "Executor"]
 
@@ -58,6 +59,10 @@ class Executor:
         self._members: dict[str, list[str]] = {}  # block key -> keys its body created
         self._background: set[asyncio.Task[Any]] = set()
         self._started_at: dict[str, float] = {}  # key -> perf_counter() at RUNNING
+        self.remote = RemoteValues(self.backends)
+        #: called with a handle future whose value stayed remote and that nobody
+        #: awaits yet (the engine makes awaiting it fetch the value)
+        self.on_remote_pending: Callable[[asyncio.Future[Any]], None] | None = None
         #: attached RunObservers; empty (falsy) keeps every hook to one test
         self.observers: tuple[RunObserver, ...] = ()
         self.closed = False
@@ -104,11 +109,16 @@ class Executor:
 
     def _dispatch(self, jobs: list[Job]) -> None:
         nodes, values = self.state.nodes, self.state.values
+        remote = self.remote
+        if remote:
+            values = remote.view(values)  # type: ignore[assignment]
         batches: dict[str, list[Work]] = {}
         for job in jobs:
             unit = job.unit
             head = nodes[unit.keys[0]]
             kind = head.kind
+            if remote and self._fetch_first(job, head):
+                continue
             if kind is TaskKind.BLOCK:
                 self._start_block(head)
                 continue
@@ -126,9 +136,37 @@ class Executor:
         for name, works in batches.items():
             self._submit(name, works)
 
+    def _fetch_first(self, job: Job, head: Node) -> bool:
+        """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it.
+        False when there is nothing to fetch."""
+        unit = job.unit
+        here = head.kind is not TaskKind.FUNCTION  # builders and block bodies run here
+        missing = self.remote.missing(
+            head.deps if head.kind is TaskKind.BLOCK else unit.inputs,
+            None if here else unit.backend,
+        )
+        if not missing:
+            return False
+        self._spawn(self._fetch_then_dispatch(job, missing))
+        return True
+
+    async def _fetch_then_dispatch(self, job: Job, keys: list[str]) -> None:
+        head = job.unit.keys[0]
+        try:
+            await asyncio.gather(*(self.remote.fetch(k) for k in keys))
+        except Exception as exc:
+            names = ", ".join(self.state.nodes[k].name for k in keys)
+            self.failed(head, BackendError(f"could not fetch the results of {names}: {exc!r}"))
+            return
+        if self.state.job_of(head) is job:  # not cancelled meanwhile
+            self._dispatch([job])
+
     def _submit(self, name: str, works: list[Work]) -> None:
         running = self._running
         for w in works:
+            if w.unit.graph:  # each key of a graph unit ends on its own
+                for k in w.unit.keys:
+                    running[k] = w
             running[w.unit.keys[0]] = w
             timeout = w.nodes[0].options.timeout
             if timeout is not None:
@@ -180,7 +218,7 @@ class Executor:
         self._submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
 
     def _start_block(self, node: Node) -> None:
-        args, kwargs = self._bind(node, self.state.values)
+        args, kwargs = self._bind(node, self.remote.view(self.state.values))
         fut = self.futures.get(node.key)
         if fut is not None:
             fut.state = "RUNNING"  # type: ignore[attr-defined]
@@ -228,14 +266,21 @@ class Executor:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
         self._record_duration(key)
-        if key == job.unit.keys[-1]:
+        if job.unit.graph:
+            self._running.pop(key, None)
+        elif job.status == ENDED:
             self._finish_work(job.unit.keys[0])
         if self.observers:
             self._notify("on_done", key, value)
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "DONE"  # type: ignore[attr-defined]
-            fut.set_result(value)
+            if type(value) is Remote:
+                self._hold_remote(key, value, fut)
+            else:
+                fut.set_result(value)
+        elif type(value) is Remote:
+            self.remote.refs[key] = value
         if ready:
             self._dispatch(ready)
 
@@ -244,10 +289,15 @@ class Executor:
         if job is None:
             return
         node = self.state.nodes[key]
-        if job.attempts < node.options.retries and not self.closed:
+        if (
+            job.attempts < node.options.retries
+            and not self.closed
+            and not self.capabilities[job.unit.backend].handles_retries
+        ):
             self._retry(job, key, exc)
             return
-        self._finish_work(job.unit.keys[0])
+        # A graph unit's other keys may still be running: only this key's work ends.
+        self._finish_work(key if job.unit.graph else job.unit.keys[0])
         self._record_duration(key)
         self._resolve_ended(self.state.fail(key, exc))
 
@@ -274,13 +324,50 @@ class Executor:
             self._dispatch([again])
 
     def _dispatch_if_open(self, job: Job) -> None:
-        if self.state.job_of(job.unit.keys[0]) is job:
-            self._dispatch([job])
+        self._dispatch_open([job])
+
+    def _dispatch_open(self, jobs: list[Job]) -> None:
+        job_of = self.state.job_of
+        jobs = [j for j in jobs if job_of(j.unit.keys[0]) is j]
+        if jobs:
+            self._dispatch(jobs)
 
     def _record_duration(self, key: str) -> None:
         t0 = self._started_at.pop(key, None)
         if t0 is not None:
             self.state.durations[key] = perf_counter() - t0
+
+    def _hold_remote(self, key: str, value: Remote, fut: asyncio.Future[Any]) -> None:
+        """Resolve ``fut`` with a remote value: at once if someone awaits it,
+        otherwise when someone does (``fetch_for_handle``)."""
+        self.remote.refs[key] = value
+        if fut._callbacks:  # awaited or gathered already
+            self.fetch_for_handle(key)
+            return
+        self.remote.pending[key] = fut
+        if self.on_remote_pending is not None:
+            self.on_remote_pending(fut)
+
+    def fetch_for_handle(self, key: str) -> None:
+        """Fetch ``key``'s remote value and resolve its handle future."""
+        fut = self.remote.pending.pop(key, None) or self.futures.get(key)
+        if fut is None or fut.done():
+            return
+        fetch = self.remote.fetch(key)
+
+        def resolve(done: asyncio.Future[Any]) -> None:
+            if fut.done():
+                return
+            if done.cancelled():
+                asyncio.Future.cancel(fut, "fetching the result was cancelled")
+            elif (exc := done.exception()) is not None:
+                fut.set_exception(
+                    BackendError(f"could not fetch the result of task {key!r}: {exc!r}")
+                )
+            else:
+                fut.set_result(done.result())
+
+        fetch.add_done_callback(resolve)
 
     def _finish_work(self, head: str) -> None:
         self._running.pop(head, None)
@@ -310,6 +397,9 @@ class Executor:
 
     def _resolve_ended(self, keys: list[str]) -> None:
         state = self.state
+        if state.ready_after_end:  # what survived a split graph unit runs now
+            ready, state.ready_after_end = state.ready_after_end, []
+            self.loop.call_soon(self._dispatch_open, ready)
         for key in keys:
             task = self._tasks.pop(key, None)
             fut = self.futures.get(key)
@@ -317,7 +407,7 @@ class Executor:
                 exc = state.failures[key]
                 if self.observers:
                     self._notify("on_failed", key, exc)
-                self._stop_running(key, None, task)
+                self._stop_running(key, None, task, cancelled=False)
                 if fut is not None and not fut.done():
                     fut.state = "FAILED"  # type: ignore[attr-defined]
                     fut.set_exception(exc)
@@ -327,20 +417,27 @@ class Executor:
                 msg = state.cancelled.get(key)
                 if self.observers:
                     self._notify("on_cancelled", key, msg)
-                self._stop_running(key, msg, task)
+                self._stop_running(key, msg, task, cancelled=True)
                 if fut is not None and not fut.done():
                     fut.state = "CANCELLED"  # type: ignore[attr-defined]
                     asyncio.Future.cancel(fut, msg)
 
-    def _stop_running(self, key: str, msg: str | None, task: asyncio.Task[Any] | None) -> None:
+    def _stop_running(
+        self, key: str, msg: str | None, task: asyncio.Task[Any] | None, *, cancelled: bool
+    ) -> None:
         if task is not None and not task.done():
             task.cancel(msg)
         for member in self._members.pop(key, ()):
             self.cancel(member, msg)
         work = self._running.get(key)
-        if work is not None:
-            self._finish_work(key)
-            self._spawn(self.backends[work.unit.backend].cancel(work))
+        if work is None:
+            return
+        self._finish_work(key)
+        backend = self.backends[work.unit.backend]
+        if not work.unit.graph:
+            self._spawn(backend.cancel(work))
+        elif cancelled:  # stop this key only; a failure already stopped its dependents
+            self._spawn(backend.cancel(Work(work.unit, (self.state.nodes[key],), EMPTY_MAPPING)))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -363,6 +460,13 @@ class Executor:
         self.closed = True
         for key in self.state.open_keys():
             self.cancel(key, "engine shutdown")
+        for key, fut in self.remote.pending.items():
+            if not fut.done():
+                fut.state = "CANCELLED"  # type: ignore[attr-defined]
+                asyncio.Future.cancel(
+                    fut, f"engine shutdown: the result of {key!r} stayed on its backend unfetched"
+                )
+        self.remote.pending.clear()
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout)
         closing = [asyncio.ensure_future(b.close()) for b in self.backends.values()]

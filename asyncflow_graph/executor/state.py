@@ -26,10 +26,14 @@ from ..spec import Node
 __all__ = ["Job", "RunState"]
 
 WAITING, RUNNING, ENDED = 0, 1, 2
+GRAPH_DONE = -2  # _end's index for a graph-unit key whose dependents were already found
 
 
 class Job:
-    """Run-time record of one unit (the only per-unit allocation)."""
+    """Run-time record of one unit (the only per-unit allocation).
+
+    ``remaining`` counts what the job waits for: while WAITING, its inputs without
+    a value; from RUNNING on, its keys that have not ended (ENDED at zero)."""
 
     __slots__ = ("attempts", "remaining", "status", "unit")
 
@@ -44,7 +48,16 @@ class Job:
 
 
 class RunState:
-    __slots__ = ("_job_of", "_waiters", "cancelled", "durations", "failures", "nodes", "values")
+    __slots__ = (
+        "_job_of",
+        "_waiters",
+        "cancelled",
+        "durations",
+        "failures",
+        "nodes",
+        "ready_after_end",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}
@@ -55,6 +68,9 @@ class RunState:
         self.durations: dict[str, float] = {}
         self._job_of: dict[str, Job] = {}  # open key -> the job that computes it
         self._waiters: dict[str, list[Job]] = {}  # open key -> jobs waiting for it
+        #: jobs made ready by ending keys (the rest of a split graph unit); the
+        #: driver takes them after every fail/cancel
+        self.ready_after_end: list[Job] = []
 
     # -- queries ----------------------------------------------------------------------
 
@@ -117,6 +133,7 @@ class RunState:
                 head = unit.keys[0]
                 if job.remaining == 0 and head not in errors and head not in cancelled:
                     job.status = RUNNING
+                    job.remaining = len(unit.keys)
                     ready.append(job)
         ended: list[str] = []
         for key, exc in errors.items():
@@ -134,7 +151,8 @@ class RunState:
         if job is None:  # ended already (cancelled, timed out): the late result is dropped
             return []
         self.values[key] = value
-        if key == job.unit.keys[-1]:
+        job.remaining -= 1
+        if job.remaining == 0:
             job.status = ENDED
         waiting = self._waiters.pop(key, None)
         if not waiting:
@@ -144,6 +162,7 @@ class RunState:
             j.remaining -= 1
             if j.remaining == 0 and j.status == WAITING:
                 j.status = RUNNING
+                j.remaining = len(j.unit.keys)
                 ready.append(j)
         return ready
 
@@ -156,11 +175,20 @@ class RunState:
         return self._end(key, msg, failed=False)
 
     def retry(self, job: Job, from_key: str) -> Job:
-        """A fresh job running ``job``'s chain again from ``from_key``."""
-        i = job.unit.keys.index(from_key)
-        keys = job.unit.keys[i:]
-        inputs = job.unit.inputs if i == 0 else (job.unit.keys[i - 1],)
-        again = Job(Unit(job.unit.backend, keys, inputs), 0)
+        """A fresh job running ``job``'s unit again from ``from_key`` (a chain) or
+        its keys that have not ended (a graph unit)."""
+        unit = job.unit
+        if unit.graph:
+            keys = tuple(k for k in unit.keys if self._job_of.get(k) is job)
+            inside = set(keys)
+            inputs = tuple(
+                dict.fromkeys(d for k in keys for d in self.nodes[k].deps if d not in inside)
+            )
+        else:
+            i = unit.keys.index(from_key)
+            keys = unit.keys[i:]
+            inputs = unit.inputs if i == 0 else (unit.keys[i - 1],)
+        again = Job(Unit(unit.backend, keys, inputs, unit.graph), len(keys))
         again.attempts = job.attempts + 1
         again.status = RUNNING
         for k in keys:
@@ -184,24 +212,88 @@ class RunState:
             else:
                 self.cancelled[k] = out
             ended.append(k)
+            if job.status != WAITING:
+                job.remaining -= 1
+                if job.remaining == 0:
+                    job.status = ENDED
             keys = job.unit.keys
-            if k != keys[-1]:  # the rest of a fused chain depends on k
+            if job.unit.graph:
+                if i != GRAPH_DONE:  # i == GRAPH_DONE: found by an earlier scan
+                    for d in self._graph_dependents(job, k):
+                        stack.append(
+                            (d, self._dependency_error(d, out) if failed else out, GRAPH_DONE)
+                        )
+            elif k != keys[-1]:  # the rest of a fused chain depends on k
                 i = keys.index(k) if i < 0 else i
                 nxt = keys[i + 1]
                 err = self._dependency_error(nxt, out) if failed else out
                 stack.append((nxt, err, i + 1))
-            else:
-                job.status = ENDED
             for j in self._waiters.pop(k, ()):
-                if j.status == WAITING:
+                if j.status == WAITING and j.unit.graph:
+                    stack.extend(self._split_graph(j, out, failed))
+                elif j.status == WAITING:
                     j.status = ENDED
                     head = j.unit.keys[0]
                     err = self._dependency_error(head, out) if failed else out
                     stack.append((head, err, 0))
         return ended
 
+    def _graph_dependents(self, job: Job, key: str) -> list[str]:
+        """Open keys of ``job``'s graph unit that depend on ``key``, transitively,
+        in one forward scan (keys are in topological order)."""
+        keys, job_of, nodes = job.unit.keys, self._job_of, self.nodes
+        dead = {key}
+        out: list[str] = []
+        for k in keys[keys.index(key) + 1 :]:
+            if job_of.get(k) is job and any(d in dead for d in nodes[k].deps):
+                dead.add(k)
+                out.append(k)
+        return out
+
+    def _split_graph(self, job: Job, out: Any, failed: bool) -> list[tuple[str, Any, int]]:
+        """A waiting graph unit lost inputs: end exactly the keys that depend on an
+        ended input, and let the others wait on as a new graph unit. Returns the
+        doomed keys as ``_end`` stack entries."""
+        job.status = ENDED
+        nodes, values, job_of = self.nodes, self.values, self._job_of
+        dead = {d for d in job.unit.inputs if d not in values and d not in job_of}
+        doomed: list[tuple[str, Any, int]] = []
+        survivors: list[str] = []
+        for k in job.unit.keys:
+            if any(d in dead for d in nodes[k].deps):
+                dead.add(k)
+                doomed.append((k, self._dependency_error(k, out) if failed else out, GRAPH_DONE))
+            else:
+                survivors.append(k)
+        if survivors:
+            inside = set(survivors)
+            inputs = tuple(
+                dict.fromkeys(d for k in survivors for d in nodes[k].deps if d not in inside)
+            )
+            again = Job(Unit(job.unit.backend, tuple(survivors), inputs, True), 0)
+            again.attempts = job.attempts
+            for k in survivors:
+                job_of[k] = again
+            for d in inputs:
+                if d not in values:
+                    again.remaining += 1
+                    self._waiters.setdefault(d, []).append(again)
+            if again.remaining == 0:
+                again.status = RUNNING
+                again.remaining = len(survivors)
+                self.ready_after_end.append(again)
+        return doomed
+
     def _end_from_inputs(self, job: Job) -> list[str]:
         """End a job added after one of its inputs had already ended."""
+        if job.unit.graph:
+            d = next(d for d in job.unit.inputs if d in self.failures or d in self.cancelled)
+            failed = d in self.failures
+            out = self.failures[d] if failed else self.cancelled[d]
+            ended: list[str] = []
+            for k, err, _ in self._split_graph(job, out, failed):
+                ended += self._end(k, err, failed=failed)
+            return ended
         job.status = ENDED
         head = job.unit.keys[0]
         failed_inputs = [d for d in job.unit.inputs if d in self.failures]

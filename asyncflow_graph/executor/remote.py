@@ -1,0 +1,71 @@
+"""Results that stay on a remote backend until they are needed here.
+
+A backend such as Dask reports ``done(key, Remote(...))``. The run state keeps the
+:class:`~asyncflow_graph.backends.base.Remote` as the key's value, so later work on
+the same backend gets the reference and the data never travels through this
+process. A value is fetched — once, however many times it is asked for — only when
+something here needs it: a handle that is awaited, a task on another backend, an
+executable/prompt builder or a block body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..backends.base import Backend, Remote
+
+__all__ = ["RemoteValues"]
+
+
+class RemoteValues:
+    """Remote results of one executor, and the local copies fetched so far."""
+
+    __slots__ = ("_backends", "_fetching", "local", "pending", "refs")
+
+    def __init__(self, backends: Mapping[str, Backend]) -> None:
+        self._backends = backends
+        self.refs: dict[str, Remote] = {}  # key -> where its value lives
+        self.local: dict[str, Any] = {}  # key -> the fetched value
+        #: handle futures of remote keys nobody awaited yet (resolved on demand)
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self._fetching: dict[str, asyncio.Future[Any]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.refs)
+
+    def missing(self, keys: Iterable[str], backend: str | None) -> list[str]:
+        """Keys among ``keys`` that must be fetched before work on ``backend`` (None:
+        work on this process) can use them."""
+        refs, local = self.refs, self.local
+        return [
+            k
+            for k in keys
+            if k in refs and k not in local and (backend is None or refs[k].backend != backend)
+        ]
+
+    def view(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``values`` with every fetched remote value replaced by its local copy."""
+        return ChainMap(self.local, values) if self.local else values  # type: ignore[arg-type]
+
+    def fetch(self, key: str) -> asyncio.Future[Any]:
+        """The value of ``key``, fetched at most once."""
+        fut = self._fetching.get(key)
+        if fut is None and key in self.local:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(self.local[key])
+        elif fut is None:
+            fut = asyncio.ensure_future(self._fetch(key))
+            self._fetching[key] = fut
+        return fut
+
+    async def _fetch(self, key: str) -> Any:
+        ref = self.refs[key]
+        try:
+            value = await self._backends[ref.backend].fetch(ref.ref)
+        finally:
+            self._fetching.pop(key, None)
+        self.local[key] = value
+        return value
