@@ -16,7 +16,7 @@ Invariants (checked by the property tests):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from ..compiler.plan import Unit
@@ -219,10 +219,7 @@ class RunState:
             keys = job.unit.keys
             if job.unit.graph:
                 if i != GRAPH_DONE:  # i == GRAPH_DONE: found by an earlier scan
-                    for d in self._graph_dependents(job, k):
-                        stack.append(
-                            (d, self._dependency_error(d, out) if failed else out, GRAPH_DONE)
-                        )
+                    stack.extend(self._graph_dependents(job, k, out, failed))
             elif k != keys[-1]:  # the rest of a fused chain depends on k
                 i = keys.index(k) if i < 0 else i
                 nxt = keys[i + 1]
@@ -238,17 +235,38 @@ class RunState:
                     stack.append((head, err, 0))
         return ended
 
-    def _graph_dependents(self, job: Job, key: str) -> list[str]:
-        """Open keys of ``job``'s graph unit that depend on ``key``, transitively,
-        in one forward scan (keys are in topological order)."""
-        keys, job_of, nodes = job.unit.keys, self._job_of, self.nodes
-        dead = {key}
-        out: list[str] = []
-        for k in keys[keys.index(key) + 1 :]:
-            if job_of.get(k) is job and any(d in dead for d in nodes[k].deps):
-                dead.add(k)
-                out.append(k)
-        return out
+    def _graph_dependents(
+        self, job: Job, key: str, out: Any, failed: bool
+    ) -> list[tuple[str, Any, int]]:
+        """``_end`` entries for the open keys of ``job``'s graph unit that depend on
+        ``key``, transitively, found in one forward scan (keys are topological)."""
+        keys, job_of = job.unit.keys, self._job_of
+        return self._doom(
+            (k for k in keys[keys.index(key) + 1 :] if job_of.get(k) is job), {key: out}, failed
+        )
+
+    def _doom(
+        self,
+        keys: Iterable[str],
+        outcome: dict[str, Any],
+        failed: bool,
+        survivors: list[str] | None = None,
+    ) -> list[tuple[str, Any, int]]:
+        """Keys (topological) that depend on a key in ``outcome`` end too; each
+        failure names its own failed dependencies, as in a chain. Others go to
+        ``survivors`` when given."""
+        nodes = self.nodes
+        doomed: list[tuple[str, Any, int]] = []
+        for k in keys:
+            hit = next((d for d in nodes[k].deps if d in outcome), None)
+            if hit is None:
+                if survivors is not None:
+                    survivors.append(k)
+                continue
+            cause = outcome[hit]
+            outcome[k] = self._dependency_error(k, cause, outcome) if failed else cause
+            doomed.append((k, outcome[k], GRAPH_DONE))
+        return doomed
 
     def _split_graph(self, job: Job, out: Any, failed: bool) -> list[tuple[str, Any, int]]:
         """A waiting graph unit lost inputs: end exactly the keys that depend on an
@@ -256,15 +274,13 @@ class RunState:
         doomed keys as ``_end`` stack entries."""
         job.status = ENDED
         nodes, values, job_of = self.nodes, self.values, self._job_of
-        dead = {d for d in job.unit.inputs if d not in values and d not in job_of}
-        doomed: list[tuple[str, Any, int]] = []
+        ended = {
+            d: self.failures.get(d, self.cancelled.get(d, out))
+            for d in job.unit.inputs
+            if d not in values and d not in job_of
+        }
         survivors: list[str] = []
-        for k in job.unit.keys:
-            if any(d in dead for d in nodes[k].deps):
-                dead.add(k)
-                doomed.append((k, self._dependency_error(k, out) if failed else out, GRAPH_DONE))
-            else:
-                survivors.append(k)
+        doomed = self._doom(job.unit.keys, ended, failed, survivors)
         if survivors:
             inside = set(survivors)
             inputs = tuple(
@@ -302,9 +318,15 @@ class RunState:
         msg = next(self.cancelled[d] for d in job.unit.inputs if d in self.cancelled)
         return self.cancel(head, msg)
 
-    def _dependency_error(self, key: str, cause: BaseException) -> DependencyFailureError:
+    def _dependency_error(
+        self, key: str, cause: BaseException, failing: Container[str] = ()
+    ) -> DependencyFailureError:
         node = self.nodes[key]
-        failed = [self.nodes[d].name for d in dict.fromkeys(node.deps) if d in self.failures]
+        failed = [
+            self.nodes[d].name
+            for d in dict.fromkeys(node.deps)
+            if d in self.failures or d in failing
+        ]
         return DependencyFailureError(
             f"Cannot execute '{node.name}' due to dependency failure",
             failed_dependencies=failed,

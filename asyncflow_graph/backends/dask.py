@@ -1,0 +1,318 @@
+"""``DaskExecutionBackend``: run partitions on a Dask distributed cluster.
+
+* One asynchronous ``distributed.Client`` on the engine's own loop. The compiler
+  hands this backend each partition's function tasks as one graph unit, and every
+  batch of ready work becomes **one** Dask graph in one ``update-graph`` message.
+* Results stay on the cluster: each task is reported done with a
+  :class:`~asyncflow_graph.backends.base.Remote` holding its Dask future; later Dask
+  work depends on that future directly, and the value only travels to this process
+  when a handle is awaited or a task elsewhere needs it.
+* ``retries=`` and ``resources`` of a task become Dask's own per-task retries and
+  worker-resource restrictions; a task whose workers keep dying ends with Dask's
+  ``KilledWorker`` wrapped in a clear :class:`~asyncflow_graph.errors.BackendError`.
+* Workers need ``asyncflow_graph`` importable (the task wrapper lives here), as
+  they need every library the tasks use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..compiler.plan import Capabilities
+from ..errors import BackendError, ConfigurationError
+from ..spec import Node, substitute
+from ._run import run_command_sync
+from .base import Backend, BackendContext, Command, Remote, Work
+
+__all__ = ["DaskExecutionBackend"]
+
+log = logging.getLogger("asyncflow_graph")
+
+
+class _Call:
+    """What a worker needs to run one node: shipped inside the Dask task as an
+    opaque object, so Dask never mistakes user arguments for graph keys."""
+
+    __slots__ = ("args", "consts", "deep", "func", "kwargs", "names")
+
+    def __init__(self, node: Node, names: tuple[str, ...], consts: dict[str, Any]) -> None:
+        self.func = node.func
+        self.args = node.args
+        self.kwargs = node.kwargs
+        self.deep = node.deep
+        self.names = names  # our keys of the values Dask passes in, in order
+        self.consts = consts  # inputs computed elsewhere, embedded in the graph
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.func, self.args, dict(self.kwargs), self.deep, self.names, self.consts)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.func, self.args, self.kwargs, self.deep, self.names, self.consts = state
+
+
+def _call_node(call: _Call, values: list[Any]) -> Any:
+    """Worker side: substitute the dependency values and run the function."""
+    known = dict(call.consts)
+    known.update(zip(call.names, values, strict=True))
+    args, kwargs = substitute(call.args, call.kwargs, known, call.deep)
+    result = call.func(*args, **kwargs)
+    if inspect.iscoroutine(result):  # an async def task: workers run it in a fresh loop
+        result = asyncio.run(result)
+    return result
+
+
+def _run_command(cmd: Command) -> str:
+    return run_command_sync(cmd)
+
+
+class DaskExecutionBackend(Backend):
+    """Run tasks on Dask distributed.
+
+    With no connection argument an embedded ``LocalCluster(**local_cluster_kwargs)``
+    is started (and closed at shutdown). ``address=`` or ``scheduler_file=`` connect
+    to a running scheduler (``dask scheduler`` on an HPC machine, dask-mpi);
+    ``client=`` or ``cluster=`` (e.g. a dask-jobqueue ``SLURMCluster``) use the
+    user's object, which is never closed here."""
+
+    capabilities = Capabilities(
+        needs_pickle=True, remote=True, graph_units=True, handles_retries=True
+    )
+
+    def __init__(
+        self,
+        name: str = "dask",
+        client: Any = None,
+        address: str | None = None,
+        scheduler_file: str | None = None,
+        cluster: Any = None,
+        *,
+        connect_timeout: float = 20.0,
+        **local_cluster_kwargs: Any,
+    ) -> None:
+        super().__init__(name)
+        given = {
+            k: v
+            for k, v in {
+                "client": client,
+                "address": address,
+                "scheduler_file": scheduler_file,
+                "cluster": cluster,
+            }.items()
+            if v is not None
+        }
+        if len(given) > 1:
+            raise ConfigurationError(
+                f"DaskExecutionBackend takes one of client=, address=, scheduler_file=, "
+                f"cluster= — got {', '.join(given)}"
+            )
+        if given and local_cluster_kwargs:
+            raise ConfigurationError(
+                f"LocalCluster options ({', '.join(local_cluster_kwargs)}) only apply to the "
+                f"embedded cluster; remove them or drop {next(iter(given))}="
+            )
+        self._user_client = client
+        self._address = address
+        self._scheduler_file = scheduler_file
+        self._user_cluster = cluster
+        self._connect_timeout = connect_timeout
+        self._cluster_kwargs = local_cluster_kwargs
+        self._client: Any = None
+        self._own_client = False
+        self._own_cluster: Any = None
+        self._futures: dict[str, Any] = {}  # our key -> Dask future while it runs
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._tag = ""
+
+    @property
+    def client(self) -> Any:
+        """The asynchronous ``distributed.Client`` (after the engine started)."""
+        if self._client is None:
+            raise RuntimeError(f"Dask backend {self.name!r} is not started yet")
+        return self._client
+
+    def state(self) -> str:
+        if self._closed:
+            return "SHUTDOWN"
+        return "RUNNING" if self._client is not None else "INITIALIZED"
+
+    # -- connecting -----------------------------------------------------------------------
+
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        try:
+            import distributed
+        except ImportError:
+            raise ConfigurationError(
+                "DaskExecutionBackend needs dask distributed: pip install 'asyncflow-graph[dask]'"
+            ) from None
+        # Keys are unique per engine; the tag keeps two engines on one cluster apart.
+        self._tag = context.engine_uid.rpartition(".")[2]
+        try:
+            self._client = await self._connect(distributed)
+        except Exception as exc:
+            raise BackendError(
+                f"Dask backend {self.name!r} could not connect to {self._target()}: "
+                f"{type(exc).__name__}: {exc}. Check that the scheduler is running and "
+                f"reachable (dask scheduler --scheduler-file ...; dask worker ...)"
+            ) from exc
+        log.info("dask backend %r connected to %s", self.name, self._client.scheduler.address)
+
+    def _target(self) -> str:
+        if self._address:
+            return f"scheduler {self._address!r}"
+        if self._scheduler_file:
+            return f"the scheduler in scheduler file {self._scheduler_file!r}"
+        if self._user_cluster is not None:
+            return f"cluster {self._user_cluster!r}"
+        if self._user_client is not None:
+            return f"client {self._user_client!r}"
+        return "an embedded LocalCluster"
+
+    async def _connect(self, distributed: Any) -> Any:
+        Client = distributed.Client
+        timeout = self._connect_timeout
+        if self._user_client is not None:
+            if getattr(self._user_client, "asynchronous", False):
+                return self._user_client
+            # A synchronous client runs its own loop thread: talk to its scheduler
+            # with our own asynchronous client on the engine's loop instead.
+            address = self._user_client.scheduler.address
+        elif self._user_cluster is not None:
+            address = self._user_cluster.scheduler_address
+        elif self._address is not None or self._scheduler_file is not None:
+            address = self._address
+        else:
+            kwargs = {"dashboard_address": None, **self._cluster_kwargs}
+            self._own_cluster = await distributed.LocalCluster(asynchronous=True, **kwargs)
+            address = self._own_cluster.scheduler_address
+        self._own_client = True
+        if address is None:
+            return await Client(
+                scheduler_file=self._scheduler_file, asynchronous=True, timeout=timeout
+            )
+        return await Client(address, asynchronous=True, timeout=timeout)
+
+    # -- running ------------------------------------------------------------------------
+
+    def _dask_key(self, node: Node) -> str:
+        # The part before the first "-" is what Dask's dashboard groups tasks by.
+        return f"{node.name}-{node.key}-{self._tag}"
+
+    def submit(self, works: Sequence[Work]) -> None:
+        dsk: dict[str, Any] = {}
+        ours: dict[str, str] = {}  # dask key -> our key
+        inside: dict[str, list[str]] = {}  # our key -> its dependencies run in this graph
+        retries: dict[str, int] = {}
+        resources: dict[str, dict[str, Any]] = {}
+        for w in works:
+            local = {n.key: self._dask_key(n) for n in w.nodes}
+            for node in w.nodes:
+                dk = local[node.key]
+                ours[dk] = node.key
+                if isinstance(w.payload, Command):
+                    dsk[dk] = (_run_command, w.payload)
+                    inside[node.key] = []
+                else:
+                    dsk[dk], inside[node.key] = self._task(node, w.inputs, local)
+                if node.options.retries:
+                    retries[dk] = node.options.retries
+                if node.options.resources:
+                    resources[dk] = dict(node.options.resources)
+        futures = self.client.get(
+            dsk,
+            list(dsk),
+            sync=False,
+            # Per-key annotations: Dask calls a callable annotation with each key.
+            retries=defaultdict(int, retries).__getitem__ if retries else None,
+            resources=defaultdict(dict, resources).__getitem__ if resources else None,
+        )
+        for fut in futures:
+            self._futures[ours[fut.key]] = fut
+        watcher = asyncio.ensure_future(self._watch(futures, ours, inside))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    def _task(
+        self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, str]
+    ) -> tuple[tuple[Any, ...], list[str]]:
+        names: list[str] = []
+        refs: list[Any] = []  # Dask keys of this graph, or Dask futures of earlier ones
+        consts: dict[str, Any] = {}
+        inside: list[str] = []
+        for d in dict.fromkeys(node.deps):
+            if d in local:
+                names.append(d)
+                refs.append(local[d])
+                inside.append(d)
+                continue
+            value = inputs[d]
+            if type(value) is Remote and value.backend == self.name:
+                names.append(d)
+                refs.append(value.ref)
+            else:
+                consts[d] = value
+        return (_call_node, _Call(node, tuple(names), consts), refs), inside
+
+    async def _watch(
+        self, futures: list[Any], ours: Mapping[str, str], inside: Mapping[str, list[str]]
+    ) -> None:
+        from distributed import as_completed
+
+        report = self.context.reporter
+        succeeded: set[str] = set()
+        async for fut in as_completed(futures):
+            key = ours[fut.key]
+            if fut.status == "finished":
+                succeeded.add(key)
+                self._futures.pop(key, None)
+                report.done(key, Remote(self.name, fut))
+            elif fut.status == "error":
+                self._futures.pop(key, None)
+                # Dask errs every dependent of a failed task with the same exception;
+                # only the task that raised is reported, the executor fails the rest.
+                if all(d in succeeded for d in inside[key]):
+                    report.failed(key, await self._error_of(fut, key))
+            elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
+                report.cancelled(key, "cancelled on the Dask cluster")
+
+    async def _error_of(self, fut: Any, key: str) -> BaseException:
+        exc: BaseException = await fut.exception()
+        if type(exc).__name__ == "KilledWorker":
+            return BackendError(
+                f"task {key!r} was lost: the Dask workers running it died too often "
+                f"({exc}). Dask reschedules a task whose worker dies up to "
+                f"'distributed.scheduler.allowed-failures' times; check the workers' "
+                f"memory limits and logs"
+            )
+        return exc
+
+    async def cancel(self, work: Work) -> None:
+        futures = [f for n in work.nodes if (f := self._futures.pop(n.key, None)) is not None]
+        if futures and self._client is not None:
+            await self._client.cancel(futures)
+
+    async def fetch(self, ref: Any) -> Any:
+        return await ref.result()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        if self._futures and self._client is not None:
+            try:
+                await self._client.cancel(list(self._futures.values()))
+            except Exception as exc:  # the cluster may be gone already
+                log.warning("dask backend %r: cancelling open work failed: %r", self.name, exc)
+        self._futures.clear()
+        if self._own_client and self._client is not None:
+            await self._client.close()
+        if self._own_cluster is not None:
+            await self._own_cluster.close()
