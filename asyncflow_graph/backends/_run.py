@@ -10,7 +10,8 @@ import asyncio
 import inspect
 import os
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+import types
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CommandFailedError, SerializationError
@@ -19,6 +20,7 @@ from .base import Command, Work
 __all__ = [
     "Call",
     "calls_of",
+    "resume",
     "run_chain",
     "run_command",
     "run_command_sync",
@@ -29,6 +31,30 @@ __all__ = [
 Call = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
 #: (key, succeeded, value or exception)
 Outcome = tuple[str, bool, Any]
+
+
+@types.coroutine
+def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Continue ``coro`` inside a Task after its first step ran outside one (what
+    an eager task does): pass what it yields up to the Task, and the Task's answers
+    (values, exceptions, cancellation) down to it. ``yield from`` cannot do this:
+    it would start the coroutine again with a first ``send(None)``."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 def calls_of(work: Work) -> list[Call]:

@@ -266,7 +266,7 @@ class DaskExecutionBackend(Backend):
 
         report = self.context.reporter
         succeeded: set[str] = set()
-        async for fut in as_completed(futures):
+        async for fut in as_completed(futures):  # type: ignore[no-untyped-call]
             key = ours[fut.key]
             if fut.status == "finished":
                 succeeded.add(key)

@@ -13,16 +13,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..compiler.plan import Capabilities
 from ..errors import BackendError
-from ..spec import substitute
-from ._run import calls_of, run_chain, run_command, run_pickled_chain
+from ..spec import Node, substitute
+from ._run import Outcome, calls_of, resume, run_chain, run_command, run_pickled_chain
 from .base import Backend, Command, Work
 
 __all__ = ["LocalExecutionBackend"]
@@ -69,14 +70,73 @@ class LocalExecutionBackend(Backend):
     def submit(self, works: Sequence[Work]) -> None:
         loop = self.context.loop
         tasks = self._tasks
+        finished: list[Outcome] = []  # eager results, reported once submit returned
         for w in works:
             if w.payload is not None:
                 coro = self._run_command(w)
             elif self._inline and self._all_async(w):
-                coro = self._run_inline(w)
+                if not finished:
+                    # Scheduled before any Task below, so results keep their order.
+                    loop.call_soon(self._report, finished)
+                self._start_inline(w, finished)
+                continue
             else:
                 coro = self._run_pooled(w)
             tasks[w.key] = loop.create_task(coro)
+
+    def _start_inline(self, work: Work, finished: list[Outcome]) -> None:
+        """Run an async unit's first steps right here (an eager task, as asyncio's
+        eager_task_factory does in 3.12): a coroutine that never suspends costs no
+        Task and no loop turn. Only a coroutine that does suspend gets a Task, which
+        continues it from where it stopped."""
+        report = self.context.reporter
+        values = work.inputs
+        for i, node in enumerate(work.nodes):
+            report.running(node.key)  # only records the start: safe inside submit
+            context = contextvars.copy_context()
+            try:
+                coro = _call(node, values)
+                yielded = context.run(coro.send, None)
+            except StopIteration as stop:
+                finished.append((node.key, True, stop.value))
+                values = {node.key: stop.value}
+                continue
+            except Exception as exc:
+                finished.append((node.key, False, exc))
+                return
+            task = self.context.loop.create_task(
+                self._continue_inline(work, i, coro, yielded), context=context
+            )
+            self._tasks[work.key] = task
+            return
+
+    def _report(self, finished: list[Outcome]) -> None:
+        report = self.context.reporter
+        for key, ok, value in finished:
+            if ok:
+                report.done(key, value)
+            else:
+                report.failed(key, value)
+
+    async def _continue_inline(
+        self, work: Work, i: int, coro: Coroutine[Any, Any, Any], yielded: Any
+    ) -> None:
+        report = self.context.reporter
+        node = work.nodes[i]
+        try:
+            value = await resume(coro, yielded)
+            report.done(node.key, value)
+            for node in work.nodes[i + 1 :]:
+                report.running(node.key)
+                value = await _call(node, {node.deps[0]: value})
+                report.done(node.key, value)
+        except asyncio.CancelledError:
+            report.cancelled(node.key)
+            raise
+        except Exception as exc:
+            report.failed(node.key, exc)
+        finally:
+            self._tasks.pop(work.key, None)
 
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
@@ -87,27 +147,6 @@ class LocalExecutionBackend(Backend):
             if not flag:
                 return False
         return True
-
-    async def _run_inline(self, work: Work) -> None:
-        report = self.context.reporter
-        values = work.inputs
-        try:
-            for node in work.nodes:
-                report.running(node.key)
-                if node.deps:
-                    args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
-                    value = await node.func(*args, **kwargs)
-                else:
-                    value = await node.func(*node.args, **node.kwargs)
-                report.done(node.key, value)
-                values = {node.key: value}
-        except asyncio.CancelledError:
-            report.cancelled(node.key)
-            raise
-        except Exception as exc:
-            report.failed(node.key, exc)
-        finally:
-            self._tasks.pop(work.key, None)
 
     async def _run_pooled(self, work: Work) -> None:
         report = self.context.reporter
@@ -190,3 +229,10 @@ class LocalExecutionBackend(Backend):
             await asyncio.wait(tasks, timeout=10)
         # Never block the loop on running threads: the pool drains in a helper thread.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+
+def _call(node: Node, values: Mapping[str, Any]) -> Coroutine[Any, Any, Any]:
+    if node.deps:
+        args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
+        return node.func(*args, **kwargs)  # type: ignore[no-any-return]
+    return node.func(*node.args, **node.kwargs)  # type: ignore[no-any-return]
