@@ -85,8 +85,9 @@ class WorkflowEngine:
         self._graph = Graph()
         self._pending: dict[str, Node] = {}
         self._counter = itertools.count(1)
-        self._scope: ContextVar[Scope | None] = ContextVar(f"asyncflow_graph.{self.uid}")
-        self._scope.set(None)
+        self._scope: ContextVar[Scope | None] = ContextVar(
+            f"asyncflow_graph.{self.uid}", default=None
+        )
         self._future_type = LazyTaskFuture if execution == "lazy" else TaskFuture
         self._flush_scheduled = False
         self._precancelled: dict[str, Any] = {}

@@ -31,7 +31,7 @@ GUIDE = ROOT / "examples" / "guide"
 PAGES = sorted(DOCS.rglob("*.md"))
 EXAMPLES = sorted(GUIDE.glob("*.py"))
 PYTHON_LANGS = {"python", "py", "python3", "pycon"}
-INCLUDE = re.compile(r'^--8<-- "(examples/guide/[\w.-]+\.py)"$')
+INCLUDE = re.compile(r'^--8<-- "(examples/(?:guide|dask_hpc)/[\w.-]+\.py)"$')
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)(?P<attrs>.*)$"
 )

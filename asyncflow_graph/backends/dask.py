@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ..compiler.plan import Capabilities
@@ -68,6 +68,59 @@ def _call_node(call: _Call, values: list[Any]) -> Any:
 
 def _run_command(cmd: Command) -> str:
     return run_command_sync(cmd)
+
+
+class _Batch:
+    """Nodes sent as one Dask graph, with the inputs they take from outside it."""
+
+    __slots__ = ("commands", "inputs", "nodes")
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}  # topological
+        self.inputs: dict[str, Any] = {}
+        self.commands: dict[str, Command] = {}
+
+    def add(self, node: Node, inputs: Mapping[str, Any], command: Command | None) -> None:
+        self.nodes[node.key] = node
+        self.inputs.update(inputs)
+        if command is not None:
+            self.commands[node.key] = command
+
+    def rerun(self, lost: list[str], done: Mapping[str, Any], backend: str) -> _Batch:
+        """``lost`` keys and their dependents in this batch, fed by what finished."""
+        again = _Batch()
+        dead = set(lost)
+        for key, node in self.nodes.items():
+            if key in dead or any(d in dead for d in node.deps):
+                dead.add(key)
+                again.add(node, {}, self.commands.get(key))
+        again.inputs = dict(self.inputs)
+        again.inputs.update({k: Remote(backend, f) for k, f in done.items()})
+        return again
+
+
+def _worker_died(exc: BaseException) -> bool:
+    return type(exc).__name__ == "KilledWorker"
+
+
+def _explain(exc: BaseException, node: Node) -> BaseException:
+    if not _worker_died(exc):
+        return exc
+    err = BackendError(
+        f"task {node.name!r} [{node.key}] was lost: the Dask workers running it died "
+        f"({exc}). Give the task retries= to resubmit it, and check the workers' memory "
+        f"limits and logs"
+    )
+    err.__cause__ = exc
+    return err
+
+
+async def _as_completed(client: Any, futures: list[Any]) -> AsyncIterator[Any]:
+    from distributed import as_completed
+
+    # The client's loop, given explicitly: a user's client need not be the default one.
+    async for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
+        yield fut
 
 
 class DaskExecutionBackend(Backend):
@@ -200,30 +253,36 @@ class DaskExecutionBackend(Backend):
 
     # -- running ------------------------------------------------------------------------
 
-    def _dask_key(self, node: Node) -> str:
-        # The part before the first "-" is what Dask's dashboard groups tasks by.
-        return f"{node.name}-{node.key}-{self._tag}"
+    def _dask_key(self, node: Node, attempt: int) -> str:
+        # The part before the first "-" is what Dask's dashboard groups tasks by; a
+        # resubmission after a lost worker needs a fresh key.
+        suffix = f"-r{attempt}" if attempt else ""
+        return f"{node.name}-{node.key}-{self._tag}{suffix}"
 
     def submit(self, works: Sequence[Work]) -> None:
+        batch = _Batch()
+        for w in works:
+            for node in w.nodes:
+                batch.add(node, w.inputs, w.payload if isinstance(w.payload, Command) else None)
+        self._send(batch, 0)
+
+    def _send(self, batch: _Batch, attempt: int) -> None:
+        """One Dask graph, one ``update-graph`` message, for everything in ``batch``."""
+        local = {k: self._dask_key(n, attempt) for k, n in batch.nodes.items()}
         dsk: dict[str, Any] = {}
-        ours: dict[str, str] = {}  # dask key -> our key
-        inside: dict[str, list[str]] = {}  # our key -> its dependencies run in this graph
         retries: dict[str, int] = {}
         resources: dict[str, dict[str, Any]] = {}
-        for w in works:
-            local = {n.key: self._dask_key(n) for n in w.nodes}
-            for node in w.nodes:
-                dk = local[node.key]
-                ours[dk] = node.key
-                if isinstance(w.payload, Command):
-                    dsk[dk] = (_run_command, w.payload)
-                    inside[node.key] = []
-                else:
-                    dsk[dk], inside[node.key] = self._task(node, w.inputs, local)
-                if node.options.retries:
-                    retries[dk] = node.options.retries
-                if node.options.resources:
-                    resources[dk] = dict(node.options.resources)
+        for key, node in batch.nodes.items():
+            dk = local[key]
+            command = batch.commands.get(key)
+            if command is not None:
+                dsk[dk] = (_run_command, command)
+            else:
+                dsk[dk] = self._task(node, batch.inputs, local)
+            if node.options.retries:
+                retries[dk] = node.options.retries
+            if node.options.resources:
+                resources[dk] = dict(node.options.resources)
         futures = self.client.get(
             dsk,
             list(dsk),
@@ -232,24 +291,23 @@ class DaskExecutionBackend(Backend):
             retries=defaultdict(int, retries).__getitem__ if retries else None,
             resources=defaultdict(dict, resources).__getitem__ if resources else None,
         )
+        ours = {dk: k for k, dk in local.items()}
         for fut in futures:
             self._futures[ours[fut.key]] = fut
-        watcher = asyncio.ensure_future(self._watch(futures, ours, inside))
+        watcher = asyncio.ensure_future(self._watch(batch, futures, ours, attempt))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
     def _task(
         self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, str]
-    ) -> tuple[tuple[Any, ...], list[str]]:
+    ) -> tuple[Any, ...]:
         names: list[str] = []
         refs: list[Any] = []  # Dask keys of this graph, or Dask futures of earlier ones
         consts: dict[str, Any] = {}
-        inside: list[str] = []
         for d in dict.fromkeys(node.deps):
             if d in local:
                 names.append(d)
                 refs.append(local[d])
-                inside.append(d)
                 continue
             value = inputs[d]
             if type(value) is Remote and value.backend == self.name:
@@ -257,40 +315,45 @@ class DaskExecutionBackend(Backend):
                 refs.append(value.ref)
             else:
                 consts[d] = value
-        return (_call_node, _Call(node, tuple(names), consts), refs), inside
+        return (_call_node, _Call(node, tuple(names), consts), refs)
 
     async def _watch(
-        self, futures: list[Any], ours: Mapping[str, str], inside: Mapping[str, list[str]]
+        self, batch: _Batch, futures: list[Any], ours: Mapping[str, str], attempt: int
     ) -> None:
-        from distributed import as_completed
-
         report = self.context.reporter
-        succeeded: set[str] = set()
-        async for fut in as_completed(futures):  # type: ignore[no-untyped-call]
-            key = ours[fut.key]
-            if fut.status == "finished":
-                succeeded.add(key)
-                self._futures.pop(key, None)
-                report.done(key, Remote(self.name, fut))
-            elif fut.status == "error":
-                self._futures.pop(key, None)
-                # Dask errs every dependent of a failed task with the same exception;
-                # only the task that raised is reported, the executor fails the rest.
-                if all(d in succeeded for d in inside[key]):
-                    report.failed(key, await self._error_of(fut, key))
-            elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
-                report.cancelled(key, "cancelled on the Dask cluster")
-
-    async def _error_of(self, fut: Any, key: str) -> BaseException:
-        exc: BaseException = await fut.exception()
-        if type(exc).__name__ == "KilledWorker":
-            return BackendError(
-                f"task {key!r} was lost: the Dask workers running it died too often "
-                f"({exc}). Dask reschedules a task whose worker dies up to "
-                f"'distributed.scheduler.allowed-failures' times; check the workers' "
-                f"memory limits and logs"
-            )
-        return exc
+        done: dict[str, Any] = {}  # our key -> finished Dask future
+        lost: list[str] = []  # keys whose workers died: resubmitted below
+        try:
+            async for fut in _as_completed(self.client, futures):
+                key = ours[fut.key]
+                if fut.status == "finished":
+                    done[key] = fut
+                    self._futures.pop(key, None)
+                    report.done(key, Remote(self.name, fut))
+                elif fut.status == "error":
+                    self._futures.pop(key, None)
+                    # Dask errs every dependent of a failed task with the same error;
+                    # only the task that raised is reported, the executor ends the rest.
+                    if any(d in batch.nodes and d not in done for d in batch.nodes[key].deps):
+                        continue
+                    exc = await fut.exception()
+                    if _worker_died(exc) and attempt < batch.nodes[key].options.retries:
+                        lost.append(key)
+                    else:
+                        report.failed(key, _explain(exc, batch.nodes[key]))
+                elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
+                    report.cancelled(key, "cancelled on the Dask cluster")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave a task without an ending
+            log.exception("dask backend %r lost track of %d tasks", self.name, len(futures))
+            for key in ours.values():
+                if key not in done and self._futures.pop(key, None) is not None:
+                    report.failed(key, BackendError(f"Dask backend {self.name!r}: {exc!r}"))
+            return
+        if lost:
+            log.warning("dask backend %r: resubmitting %s after a worker died", self.name, lost)
+            self._send(batch.rerun(lost, done, self.name), attempt + 1)
 
     async def cancel(self, work: Work) -> None:
         futures = [f for n in work.nodes if (f := self._futures.pop(n.key, None)) is not None]

@@ -9,8 +9,10 @@ in another order.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Container, Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from ..data import InputFile, OutputFile
 from ..errors import (
@@ -142,8 +144,16 @@ def fuse(
 
     ``b`` joins ``a``'s unit when ``b`` depends on ``a`` alone, ``a`` has no other
     dependent here, both are function tasks on the same backend (one that accepts
-    chains), neither has a compile-time error and ``b`` has no timeout of its own.
-    Units come out in topological order."""
+    chains), both are async or both plain, neither has a compile-time error and
+    ``b`` has no timeout of its own. Units come out in topological order."""
+    flags: dict[Any, bool] = {}
+
+    def is_async(func: Any) -> bool:
+        flag = flags.get(func)
+        if flag is None:
+            flag = flags[func] = inspect.iscoroutinefunction(func)
+        return flag
+
     order = order if order is not None else _topological(nodes)
     n_dependents: dict[str, int] = {}
     for key in order:
@@ -164,6 +174,8 @@ def fuse(
             and n_dependents[deps[0]] == 1
             and nodes[deps[0]].kind is TaskKind.FUNCTION
             and backend_of[deps[0]] == backend_of[key]
+            # async and plain bodies run in different places (loop vs pool)
+            and is_async(node.func) == is_async(nodes[deps[0]].func)
             and deps[0] not in errors
         ):
             prev.append(key)

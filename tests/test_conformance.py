@@ -1,0 +1,99 @@
+"""The backend conformance suite (tests/conformance.py) run against the built-in local
+backends and the AsyncFlow adapter. The Dask backend's runs are in test_dask_backend.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from asyncflow_style_backend import AsyncFlowStyleBackend
+from conformance import BackendConformance
+
+from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
+from asyncflow_graph.backends import NoopExecutionBackend
+from asyncflow_graph.errors import BackendError
+
+pytestmark = pytest.mark.timeout(30)
+
+class TestLocalThreads(BackendConformance):
+    runs_in_process = True
+    interrupts_running = True  # async tasks run on the loop and are cancelled there
+
+    async def make_backends(self, tmp_path):
+        return [LocalExecutionBackend(name=self.backend_name)]
+
+    async def test_cancelled_dependents_never_run(self, flow, tmp_path):
+        await super().test_cancelled_dependents_never_run(flow, tmp_path)
+
+
+class TestLocalProcesses(BackendConformance):
+    runs_in_process = False
+    interrupts_running = False  # a pool process finishes what it started
+
+    async def make_backends(self, tmp_path):
+        return [LocalExecutionBackend(ProcessPoolExecutor(2), name=self.backend_name)]
+
+    async def test_cancelled_dependents_never_run(self, flow, tmp_path):
+        await super().test_cancelled_dependents_never_run(flow, tmp_path)
+
+
+class TestAsyncFlowAdapter(BackendConformance):
+    """An AsyncFlow/RHAPSODY-style object behind AsyncFlowBackendAdapter."""
+
+    runs_prompts = True  # the test backend answers prompts through its responder
+    refuses_prompts = False
+    runs_in_process = True
+    interrupts_running = True  # cancel_task cancels the asyncio task
+    captures_stdio = False  # capture_stdio is the third-party backend's business
+    command_error = BackendError  # AsyncFlow reports a failed command by its stderr
+
+    async def make_backends(self, tmp_path):
+        return [AsyncFlowStyleBackend(self.backend_name, responder=lambda p: f"echo: {p}")]
+
+
+class TestNoop(BackendConformance):
+    """A dry run: every task ends DONE with a dummy value, nothing runs."""
+
+    runs_functions = False
+    runs_commands = False
+    runs_prompts = True  # answers "Dummy Prompt Output"
+    refuses_prompts = False
+
+    async def make_backends(self, tmp_path):
+        return [NoopExecutionBackend(name=self.backend_name)]
+
+
+async def test_engine_created_in_another_task_is_usable(tmp_path):
+    flow = await asyncio.wait_for(
+        WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path), 10
+    )
+    try:
+
+        @flow.function_task
+        async def one():
+            return 1
+
+        assert await asyncio.wait_for(one(), 10) == 1
+    finally:
+        await asyncio.wait_for(flow.shutdown(), 10)
+
+
+async def test_async_head_of_fused_chain_runs_on_the_loop(tmp_path):
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
+    try:
+
+        @flow.function_task
+        async def where():
+            return threading.current_thread()
+
+        @flow.function_task
+        def keep(x):
+            return x
+
+        h = where()
+        keep(h)
+        assert await asyncio.wait_for(h, 10) is threading.main_thread()
+    finally:
+        await flow.shutdown()
