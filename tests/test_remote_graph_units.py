@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_graph_compiler import mk
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.backends import Backend, Remote, Work
 from asyncflow_graph.compiler import Capabilities, compile_plan
 from asyncflow_graph.errors import DependencyFailureError
 from asyncflow_graph.spec import TaskKind, substitute
-
-from test_graph_compiler import mk
 
 
 class StoreBackend(Backend):
