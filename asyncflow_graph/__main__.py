@@ -1,9 +1,11 @@
-"""Command line: ``python -m asyncflow_graph visualize module:function -o graph.svg``.
+"""Command line.
 
-``visualize`` imports a workflow-building function and draws what it builds
-without running anything. The function may be a plain function returning script
-face handles (``Delayed``) or an ``async def`` taking a lazy ``WorkflowEngine``
-(``flow``) and returning handles.
+* ``python -m asyncflow_graph visualize module:function -o graph.svg`` imports a
+  workflow-building function and draws what it builds without running anything. The
+  function may be a plain function returning script face handles (``Delayed``) or an
+  ``async def`` taking a lazy ``WorkflowEngine`` (``flow``) and returning handles.
+* ``python -m asyncflow_graph timeline run.jsonl -o timeline.png`` draws a run from
+  its JSONL event log (a Gantt chart and a concurrency panel; needs matplotlib).
 """
 
 from __future__ import annotations
@@ -64,10 +66,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     vis.add_argument("target", help="module:function that builds the workflow")
     vis.add_argument("-o", "--output", default="graph.svg", help="svg, png, pdf or dot file")
     vis.add_argument("--rankdir", default="TB", choices=["TB", "LR", "BT", "RL"])
+    tl = sub.add_parser("timeline", help="draw a run from its JSONL event log")
+    tl.add_argument("log", help="the JSONL event log (start_telemetry(checkpoint_path=...))")
+    tl.add_argument("-o", "--output", default="timeline.png", help="png, svg or pdf file")
+    tl.add_argument("--group-by", default="workflow", choices=["workflow", "backend"])
+    tl.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     if args.command == "visualize":
         print(f"wrote {_visualize(args.target, args.output, args.rankdir)}")
+    elif args.command == "timeline":
+        print(f"wrote {_timeline(args.log, args.output, args.group_by, args.title)}")
     return 0
+
+
+def _timeline(log: str, output: str, group_by: str, title: str | None) -> str:
+    from pathlib import Path
+
+    if not Path(log).is_file():
+        raise SystemExit(f"no such event log: {log}")
+    from .telemetry.timeline import plot_timeline
+
+    return str(plot_timeline(log, output, group_by=group_by, title=title))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -160,8 +159,9 @@ def compute(
     """Run the tasks in ``objs`` from plain synchronous code and return the
     results in the same structure (tuples, lists, dicts of handles).
 
-    ``progress=True`` shows tasks done / total per backend on stderr (updated in
-    place on a terminal, one summary line otherwise)."""
+    ``progress=True`` shows tasks done / total per backend on stderr: a live rich
+    bar on a terminal, one summary line otherwise (see
+    :mod:`asyncflow_graph.telemetry.progress`)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -173,32 +173,6 @@ def compute(
             "the handles instead"
         )
     return asyncio.run(_compute(objs, backends, progress))
-
-
-class _Progress:
-    """Counts finished tasks per backend and redraws one status line."""
-
-    def __init__(self, graph: Graph, default: str) -> None:
-        self.total: dict[str, int] = {}
-        self.done: dict[str, int] = {}
-        self.backend_of = {k: n.options.backend or default for k, n in graph.items()}
-        for b in self.backend_of.values():
-            self.total[b] = self.total.get(b, 0) + 1
-            self.done[b] = 0
-        self.live = sys.stderr.isatty()
-
-    def line(self) -> str:
-        parts = ", ".join(f"{b} {self.done[b]}/{self.total[b]}" for b in self.total)
-        return f"[asyncflow_graph] {sum(self.done.values())}/{sum(self.total.values())} ({parts})"
-
-    def finished(self, fut: Any) -> None:
-        self.done[self.backend_of[fut.key]] += 1
-        if self.live:
-            sys.stderr.write("\r" + self.line())
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write(("\r" if self.live else "") + self.line() + "\n")
 
 
 async def _compute(
@@ -213,17 +187,18 @@ async def _compute(
 
     chosen = list(backends) if backends else [LocalExecutionBackend()]
     flow = await WorkflowEngine.create(backend=chosen)
+    bar = None
+    if progress:  # imported only when asked for: it may import rich
+        from .telemetry.progress import ProgressBar
+
+        bar = ProgressBar(flow).__enter__()  # attached before the graph is compiled
     futures = flow._import(graph)
-    bar = _Progress(graph, chosen[0].name) if progress else None
-    if bar is not None:
-        for fut in futures.values():
-            fut.add_done_callback(bar.finished)
     try:
         values = {h.key: await futures[h.key] for h in handles}
     finally:
         await flow.shutdown()
         if bar is not None:
-            bar.close()
+            bar.__exit__(None, None, None)
         for fut in futures.values():  # the error raised here is the one reported
             if fut.done() and not fut.cancelled():
                 fut.exception()

@@ -31,6 +31,8 @@ __all__ = ["BlockRunner", "Executor"]
 
 log = logging.getLogger("asyncflow_graph")
 
+_HOOKS = ("on_plan", "on_submitted", "on_running", "on_done", "on_failed", "on_cancelled")
+
 BlockRunner = Callable[[Node, tuple[Any, ...], dict[str, Any]], Coroutine[Any, Any, Any]]
 
 
@@ -65,22 +67,28 @@ class Executor:
         self.on_remote_pending: Callable[[asyncio.Future[Any]], None] | None = None
         #: attached RunObservers; empty (falsy) keeps every hook to one test
         self.observers: tuple[RunObserver, ...] = ()
+        self._hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
         self.closed = False
 
     # -- observers ----------------------------------------------------------------------
 
     def add_observer(self, observer: RunObserver) -> None:
-        self.observers = (*self.observers, observer)
+        self._set_observers((*self.observers, observer))
 
     def remove_observer(self, observer: RunObserver) -> None:
-        self.observers = tuple(o for o in self.observers if o is not observer)
+        self._set_observers(tuple(o for o in self.observers if o is not observer))
+
+    def _set_observers(self, observers: tuple[RunObserver, ...]) -> None:
+        self.observers = observers
+        # Bound methods looked up once here, not on every event.
+        self._hooks = {hook: tuple(getattr(o, hook) for o in observers) for hook in _HOOKS}
 
     def _notify(self, hook: str, *args: Any) -> None:
-        for observer in self.observers:
+        for fn in self._hooks[hook]:
             try:
-                getattr(observer, hook)(*args)
+                fn(*args)
             except Exception:
-                log.exception("run observer %r failed in %s", observer, hook)
+                log.exception("run observer %r failed in %s", fn, hook)
 
     # -- backends ---------------------------------------------------------------------
 
