@@ -127,7 +127,22 @@ def check_script_compute(lines: list[str]) -> None:
     assert any("fused x2: load -> square_sum" in line for line in lines)
 
 
+def check_mixed_backends(lines: list[str]) -> None:
+    import math
+
+    assert value_of(lines, "runs:") == "16"
+    energies = []
+    for i in range(16):
+        trace = [math.exp(-0.1 * (j + 1) * i) * math.cos(0.1 * (j + 1) * i) for j in range(8)]
+        energies.append(sum(x * x for x in trace))
+    assert value_of(lines, "mean energy:") == f"{sum(energies) / 16:.4f}"
+    assert value_of(lines, "summary:") == "Dummy Prompt Output"
+    # the whole sweep went to Dask as one graph
+    assert any("graph x33" in line for line in lines), lines
+
+
 CHECKS: dict[str, Callable[[list[str]], None]] = {
+    "mixed_backends.py": check_mixed_backends,
     "script_compute.py": check_script_compute,
     "demo.py": check_demo,
     "document_pipelines.py": check_document_pipelines,
@@ -154,7 +169,7 @@ def test_example_imports_asyncflow_graph(path: Path) -> None:
         return  # the script face: no engine, no event loop
     assert "await flow.shutdown()" in source
     assert 'if __name__ == "__main__":' in source
-    assert "asyncio.run(main())" in source
+    assert "asyncio.run(main(" in source
 
 
 @pytest.mark.timeout(150)
@@ -168,3 +183,14 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
     check = CHECKS.get(path.name)
     if check is not None:
         check(lines_of(proc.stdout))
+
+
+def test_readme_example_prints_what_the_readme_shows(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.DOTALL).group(1)
+    shown = re.search(r"```text\n(.*?)```", readme, re.DOTALL).group(1)
+    script = tmp_path / "readme_example.py"
+    script.write_text(code)
+    result = run_example(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert lines_of(result.stdout) == lines_of(shown)
