@@ -106,9 +106,12 @@ class Plan:
                 f"submissions={len(p.units)} after={deps}"
             )
             for u in p.units[:20]:
-                names = " -> ".join(self.nodes[k].name for k in u.keys[:6])
+                sep = ", " if u.graph else " -> "
+                names = sep.join(self.nodes[k].name for k in u.keys[:6])
                 more = f" ... (+{len(u.keys) - 6})" if len(u.keys) > 6 else ""
-                fused = f"fused x{len(u.keys)}: " if len(u.keys) > 1 else ""
+                fused = (
+                    f"{'graph' if u.graph else 'fused'} x{len(u.keys)}: " if len(u.keys) > 1 else ""
+                )
                 lines.append(f"    - {fused}{names}{more}")
             if len(p.units) > 20:
                 lines.append(f"    ... {len(p.units) - 20} more submissions")
