@@ -10,8 +10,16 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import UnknownOptionError
-from .spec import EMPTY_MAPPING, Node, TaskKind, TaskOptions, extract_refs, tokenize
+from .errors import ConfigurationError, UnknownOptionError
+from .spec import (
+    EMPTY_MAPPING,
+    GENERATION_OPTIONS,
+    Node,
+    TaskKind,
+    TaskOptions,
+    extract_refs,
+    tokenize,
+)
 
 if TYPE_CHECKING:
     import itertools
@@ -106,17 +114,25 @@ class TaskDefinition:
 
 
 _OPTION_NAMES = [f.name for f in dataclasses.fields(TaskOptions)]
+_NON_PROMPT_OPTIONS = [n for n in _OPTION_NAMES if n not in GENERATION_OPTIONS]
 
 
 def build_options(kind: TaskKind, options: dict[str, Any]) -> TaskOptions:
     """TaskOptions from decorator keywords; an unknown keyword names the valid ones."""
+    valid = _OPTION_NAMES if kind is TaskKind.PROMPT else _NON_PROMPT_OPTIONS
     for name in options:
-        if name not in _OPTION_NAMES:
-            close = difflib.get_close_matches(name, _OPTION_NAMES, n=1)
+        if name in GENERATION_OPTIONS and kind is not TaskKind.PROMPT:
+            raise ConfigurationError(
+                f"{name}= is a generation option of @prompt_task (sent to the inference "
+                f"server); @{kind.value} tasks do not take it: remove it, or make the task "
+                f"a @prompt_task"
+            )
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownOptionError(
                 f"unknown option {name!r} for @{kind.value}_task{hint}; valid options: "
-                f"{', '.join(_OPTION_NAMES)}"
+                f"{', '.join(valid)}"
             )
     return TaskOptions(**options)
 

@@ -19,6 +19,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "EMPTY_MAPPING",
+    "GENERATION_OPTIONS",
     "Node",
     "Ref",
     "TaskKind",
@@ -53,6 +54,14 @@ class TaskOptions:
     retry_delay: float = 0.0
     timeout: float | None = None
     task_description: Mapping[str, Any] = field(default_factory=lambda: EMPTY_MAPPING)
+    #: what the task needs from the backend, e.g. ``{"GPU": 1}``; after construction
+    #: this holds the decorator's mapping with ``task_description["resources"]`` over it
+    resources: Mapping[str, float] = field(default_factory=lambda: EMPTY_MAPPING)
+    # Generation options of prompt tasks (None: the inference backend's default).
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop: tuple[str, ...] | None = None
+    system: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend is not None and not isinstance(self.backend, str):
@@ -72,25 +81,77 @@ class TaskOptions:
             raise TypeError(
                 f"task_description must be a dict, got {type(self.task_description).__name__}"
             )
+        object.__setattr__(self, "resources", _merged_resources(self))
+        _check_generation(self)
 
     def with_description(self, extra: Mapping[str, Any]) -> TaskOptions:
         """Options with ``extra`` merged over the definition-time description."""
         merged = MappingProxyType({**self.task_description, **extra})
         options = replace(self, task_description=merged)
-        # retries/timeout may also be given through the description (AsyncFlow style).
-        if "retries" in extra or "timeout" in extra or "retry_delay" in extra:
-            options = replace(
-                options,
-                retries=extra.get("retries", options.retries),
-                timeout=extra.get("timeout", options.timeout),
-                retry_delay=extra.get("retry_delay", options.retry_delay),
-            )
+        # retries/timeout and the generation options may also be given through the
+        # description (AsyncFlow style); "resources" is merged by __post_init__.
+        lifted = {name: extra[name] for name in _LIFTED if name in extra}
+        if lifted:
+            options = replace(options, **lifted)
         return options
 
-    @property
-    def resources(self) -> Mapping[str, Any]:
-        res = self.task_description.get("resources")
-        return res if isinstance(res, Mapping) else EMPTY_MAPPING
+
+#: task_description keys that set the option of the same name
+_LIFTED = ("retries", "timeout", "retry_delay", "max_tokens", "temperature", "stop", "system")
+#: the options that only prompt tasks take
+GENERATION_OPTIONS = ("max_tokens", "temperature", "stop", "system")
+
+
+def _merged_resources(options: TaskOptions) -> Mapping[str, float]:
+    """The decorator's ``resources=`` with ``task_description["resources"]`` over it
+    (a call's description is the more specific of the two)."""
+    own = _check_resources(options.resources, "resources=")
+    described = options.task_description.get("resources")
+    if described is None:
+        return own
+    extra = _check_resources(described, "task_description['resources']")
+    return MappingProxyType({**own, **extra}) if own else extra
+
+
+def _check_resources(value: Any, where: str) -> Mapping[str, float]:
+    if value is EMPTY_MAPPING:
+        return value
+    ok = isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+        for k, v in value.items()
+    )
+    if not ok:
+        raise ConfigurationError(
+            f"{where} must map resource names to amounts >= 0, for example "
+            f"{{'GPU': 1, 'CPU': 4}}; got {value!r}"
+        )
+    return MappingProxyType(dict(value)) if value else EMPTY_MAPPING
+
+
+def _check_generation(options: TaskOptions) -> None:
+    n = options.max_tokens
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+        raise ConfigurationError(f"max_tokens= must be an int > 0, got {n!r}")
+    t = options.temperature
+    if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
+        raise ConfigurationError(f"temperature= must be a number >= 0 (0 is greedy), got {t!r}")
+    s = options.system
+    if s is not None and (not isinstance(s, str) or not s.strip()):
+        raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {s!r}")
+    object.__setattr__(options, "stop", _normalized_stop(options.stop))
+
+
+def _normalized_stop(stop: Any) -> tuple[str, ...] | None:
+    """``stop`` as a tuple of strings: one str or a list/tuple of them (empty: None)."""
+    if stop is None:
+        return None
+    items = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(items, list | tuple) or not all(isinstance(x, str) and x for x in items):
+        raise ConfigurationError(
+            f"stop= must be a non-empty string or a list of them, e.g. stop=['\\n\\n'], "
+            f"got {stop!r}"
+        )
+    return tuple(items) or None
 
 
 class Ref:
