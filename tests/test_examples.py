@@ -141,7 +141,16 @@ def check_mixed_backends(lines: list[str]) -> None:
     assert any("graph x33" in line for line in lines), lines
 
 
+def check_llm_pipeline(lines: list[str]) -> None:
+    results = [line for line in lines if line.startswith("result: ")]
+    assert [r.split(":")[1].strip() for r in results] == [f"doc-{i}" for i in range(5)]
+    assert all(len(r.split(":", 2)[2].strip()) > 10 for r in results), results  # real text
+    assert value_of(lines, "pipelines:") == "5"
+    assert re.fullmatch(r"\d+ for 5 prompts", value_of(lines, "requests:")), lines
+
+
 CHECKS: dict[str, Callable[[list[str]], None]] = {
+    "llm_pipeline.py": check_llm_pipeline,
     "mixed_backends.py": check_mixed_backends,
     "script_compute.py": check_script_compute,
     "demo.py": check_demo,
