@@ -16,7 +16,7 @@ Invariants (checked by the property tests):
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..compiler.plan import Unit
@@ -180,10 +180,7 @@ class RunState:
         unit = job.unit
         if unit.graph:
             keys = tuple(k for k in unit.keys if self._job_of.get(k) is job)
-            inside = set(keys)
-            inputs = tuple(
-                dict.fromkeys(d for k in keys for d in self.nodes[k].deps if d not in inside)
-            )
+            inputs = self._graph_inputs(keys)
         else:
             i = unit.keys.index(from_key)
             keys = unit.keys[i:]
@@ -273,7 +270,7 @@ class RunState:
         ended input, and let the others wait on as a new graph unit. Returns the
         doomed keys as ``_end`` stack entries."""
         job.status = ENDED
-        nodes, values, job_of = self.nodes, self.values, self._job_of
+        values, job_of = self.values, self._job_of
         ended = {
             d: self.failures.get(d, self.cancelled.get(d, out))
             for d in job.unit.inputs
@@ -282,10 +279,7 @@ class RunState:
         survivors: list[str] = []
         doomed = self._doom(job.unit.keys, ended, failed, survivors)
         if survivors:
-            inside = set(survivors)
-            inputs = tuple(
-                dict.fromkeys(d for k in survivors for d in nodes[k].deps if d not in inside)
-            )
+            inputs = self._graph_inputs(survivors)
             again = Job(Unit(job.unit.backend, tuple(survivors), inputs, True), 0)
             again.attempts = job.attempts
             for k in survivors:
@@ -299,6 +293,12 @@ class RunState:
                 again.remaining = len(survivors)
                 self.ready_after_end.append(again)
         return doomed
+
+    def _graph_inputs(self, keys: Sequence[str]) -> tuple[str, ...]:
+        """The dependencies from outside ``keys`` of a graph unit made of them, in order."""
+        inside = set(keys)
+        nodes = self.nodes
+        return tuple(dict.fromkeys(d for k in keys for d in nodes[k].deps if d not in inside))
 
     def _end_from_inputs(self, job: Job) -> list[str]:
         """End a job added after one of its inputs had already ended."""
