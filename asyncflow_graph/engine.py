@@ -92,6 +92,7 @@ class WorkflowEngine:
         self._flush_scheduled = False
         self._precancelled: dict[str, Any] = {}
         self._closed = False
+        self._start_failed = False
         self._shutdown_task: asyncio.Task[None] | None = None
         self._started = self.loop.create_task(self._start(backends))
         _watch_signals(self)
@@ -111,10 +112,41 @@ class WorkflowEngine:
         return engine
 
     async def _start(self, backends: Sequence[Backend]) -> None:
-        (self.work_dir / self.uid).mkdir(parents=True, exist_ok=True)
-        await asyncio.gather(*(self._executor.add_backend(b) for b in backends))
+        try:
+            (self.work_dir / self.uid).mkdir(parents=True, exist_ok=True)
+            await self._start_backends(backends)
+        except BaseException:  # cancellation too: whatever started must be closed
+            await self._abort_start()
+            raise
         if self._pending:
             self._schedule_flush()
+
+    async def _start_backends(self, backends: Sequence[Backend]) -> None:
+        # Let every start run to its end: a backend still starting when another one
+        # failed would otherwise finish after the clean-up and never be closed.
+        results = await asyncio.gather(
+            *(self._executor.add_backend(b) for b in backends), return_exceptions=True
+        )
+        for backend, result in zip(backends, results, strict=True):
+            if isinstance(result, BaseException):
+                # A note keeps the backend's own type and message but says which
+                # backend failed (a bare "connection refused" does not).
+                result.add_note(
+                    f"raised while starting backend {backend.name!r} "
+                    f"({type(backend).__name__}) of engine {self.uid}"
+                )
+                raise result
+
+    async def _abort_start(self) -> None:
+        """Undo a failed start: the engine can never run, so close the backends that
+        did start (through the executor, as shutdown does), end every handle made
+        meanwhile and stop answering signals for it."""
+        self._closed = True
+        self._start_failed = True  # a later shutdown() must not close them again
+        self._pending = {}  # nothing may be compiled onto the half-started backends
+        _unwatch_signals(self)
+        await self._executor.close()
+        self._cancel_unfinished(f"engine {self.uid} failed to start")
 
     # -- public properties ----------------------------------------------------------
 
@@ -248,7 +280,7 @@ class WorkflowEngine:
     def _demand(self, key: str) -> None:
         """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
         state = self._executor.state
-        if state.knows(key):
+        if self._start_failed or state.knows(key):
             return
         graph = self.graph
         needed: dict[str, Node] = {}
@@ -335,6 +367,8 @@ class WorkflowEngine:
     async def _shutdown(self, skip_backends: bool, wait: bool) -> None:
         if not self._started.done():
             await asyncio.wait([self._started])
+        if self._start_failed:
+            return  # _abort_start already closed everything that had started
         self._flush_scheduled = False
         if self.execution == "eager":
             self._flush()
@@ -347,10 +381,13 @@ class WorkflowEngine:
             return
         await self._executor.close(cancel=not wait)
         # Lazy tasks never demanded end cancelled too: every future ends.
+        self._cancel_unfinished("engine shutdown")
+
+    def _cancel_unfinished(self, msg: str) -> None:
         for fut in self._executor.futures.values():
             if not fut.done():
                 fut.state = "CANCELLED"  # type: ignore[attr-defined]
-                asyncio.Future.cancel(fut, "engine shutdown")
+                asyncio.Future.cancel(fut, msg)
 
     async def __aenter__(self) -> WorkflowEngine:
         await self._started
@@ -403,6 +440,23 @@ def _watch_signals(engine: WorkflowEngine) -> None:
         except (NotImplementedError, RuntimeError, ValueError):
             return  # not a Unix loop, or not the main interpreter
     engines.add(engine)
+
+
+def _unwatch_signals(engine: WorkflowEngine) -> None:
+    """Forget ``engine`` (its start failed); when it was the loop's last engine, give
+    SIGINT/SIGTERM back, or the next Ctrl-C would be swallowed with nothing to stop."""
+    engines = _engines_by_loop.get(engine.loop)
+    if engines is None:
+        return
+    engines.discard(engine)
+    if engines:
+        return
+    del _engines_by_loop[engine.loop]
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            engine.loop.remove_signal_handler(sig)
+    except (NotImplementedError, RuntimeError, ValueError):
+        pass  # never installed (not a Unix loop, or not the main thread)
 
 
 def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:

@@ -23,15 +23,13 @@ from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
 from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
 from .builders import make_payload
-from .events import RunObserver
+from .events import HOOKS, RunObserver, overridden
 from .remote import RemoteValues
 from .state import ENDED, Job, RunState
 
 __all__ = ["BlockRunner", "Executor"]
 
 log = logging.getLogger("asyncflow_graph")
-
-_HOOKS = ("on_plan", "on_submitted", "on_running", "on_done", "on_failed", "on_cancelled")
 
 BlockRunner = Callable[[Node, tuple[Any, ...], dict[str, Any]], Coroutine[Any, Any, Any]]
 
@@ -67,12 +65,15 @@ class Executor:
         self.on_remote_pending: Callable[[asyncio.Future[Any]], None] | None = None
         #: attached RunObservers; empty (falsy) keeps every hook to one test
         self.observers: tuple[RunObserver, ...] = ()
-        self._hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._hooks: dict[str, tuple[Callable[..., Any], ...]] = dict.fromkeys(HOOKS, ())
+        self._on_running: tuple[Callable[[str], Any], ...] = ()  # the two per-key hooks
+        self._on_done: tuple[Callable[[str, Any], Any], ...] = ()
         self.closed = False
 
     # -- observers ----------------------------------------------------------------------
 
     def add_observer(self, observer: RunObserver) -> None:
+        observer.on_attach(self)
         self._set_observers((*self.observers, observer))
 
     def remove_observer(self, observer: RunObserver) -> None:
@@ -80,15 +81,47 @@ class Executor:
 
     def _set_observers(self, observers: tuple[RunObserver, ...]) -> None:
         self.observers = observers
-        # Bound methods looked up once here, not on every event.
-        self._hooks = {hook: tuple(getattr(o, hook) for o in observers) for hook in _HOOKS}
+        # Bound methods of the hooks each observer overrides, looked up once here:
+        # a hook nobody overrides costs nothing per key.
+        self._hooks = {
+            h: tuple(getattr(o, h) for o in observers if overridden(o, h)) for h in HOOKS
+        }
+        self._on_running = self._hooks["on_running"]
+        self._on_done = self._hooks["on_done"]
 
     def _notify(self, hook: str, *args: Any) -> None:
         for fn in self._hooks[hook]:
             try:
                 fn(*args)
             except Exception:
-                log.exception("run observer %r failed in %s", fn, hook)
+                _observer_failed(fn, hook)
+
+    # -- RunView: what observers may read -------------------------------------------------
+
+    @property
+    def durations(self) -> Mapping[str, float]:
+        return self.state.durations
+
+    def live_counts(self) -> dict[str, tuple[int, int]]:
+        # Snapshots first (one C-level copy each): a metric reader's thread may
+        # call this while the loop thread changes the dicts.
+        works = list(self._running.values())
+        started = set(self._started_at)
+        job_of, is_open = self.state.job_of, self.state.is_open
+        queued: dict[str, int] = {}
+        running: dict[str, int] = {}
+        seen: set[int] = set()
+        for w in works:
+            if id(w) in seen:  # a graph unit is there once per key
+                continue
+            seen.add(id(w))
+            n = sum(1 for k in w.unit.keys if is_open(k) and k not in started)
+            queued[w.unit.backend] = queued.get(w.unit.backend, 0) + n
+        for k in started:
+            job = job_of(k)
+            if job is not None:
+                running[job.unit.backend] = running.get(job.unit.backend, 0) + 1
+        return {b: (queued.get(b, 0), running.get(b, 0)) for b in {*queued, *running}}
 
     # -- backends ---------------------------------------------------------------------
 
@@ -261,8 +294,11 @@ class Executor:
 
     def running(self, key: str) -> None:
         self._started_at[key] = perf_counter()
-        if self.observers:
-            self._notify("on_running", key)
+        for fn in self._on_running:
+            try:
+                fn(key)
+            except Exception:
+                _observer_failed(fn, "on_running")
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "RUNNING"  # type: ignore[attr-defined]
@@ -278,8 +314,11 @@ class Executor:
             self._running.pop(key, None)
         elif job.status == ENDED:
             self._finish_work(job.unit.keys[0])
-        if self.observers:
-            self._notify("on_done", key, value)
+        for fn in self._on_done:
+            try:
+                fn(key, value)
+            except Exception:
+                _observer_failed(fn, "on_done")
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "DONE"  # type: ignore[attr-defined]
@@ -316,6 +355,7 @@ class Executor:
     def _retry(self, job: Job, key: str, exc: BaseException) -> None:
         node = self.state.nodes[key]
         self._finish_work(job.unit.keys[0])
+        self._started_at.pop(key, None)  # queued again until the backend restarts it
         again = self.state.retry(job, key)
         delay = node.options.retry_delay * (2**job.attempts)
         log.warning(
@@ -423,6 +463,7 @@ class Executor:
                         fut._log_traceback = False  # its root cause is logged, not each dependent
             else:
                 msg = state.cancelled.get(key)
+                self._record_duration(key)  # a cancelled key may have been running
                 if self.observers:
                     self._notify("on_cancelled", key, msg)
                 self._stop_running(key, msg, task, cancelled=True)
@@ -487,6 +528,10 @@ class Executor:
                 if t.exception() is not None:
                     log.error("backend close failed: %r", t.exception())
         log.info("engine %s: all backends closed", self.engine_uid)
+
+
+def _observer_failed(fn: Callable[..., Any], hook: str) -> None:
+    log.exception("run observer %r failed in %s", fn, hook)
 
 
 def _cancel_message(task: asyncio.Task[Any]) -> str | None:

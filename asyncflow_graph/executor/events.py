@@ -7,23 +7,46 @@ event-loop thread, in this order per key: ``on_plan`` (the key was compiled),
 one of ``on_done`` / ``on_failed`` / ``on_cancelled``. A key that ends without running
 (a failed dependency, a compile-time error, a cancel) gets only the ending call.
 
-With no observer attached the executor pays one truthiness test per step, so
-observability costs nothing when it is off. Observers must not raise and must not
+Only the hooks an observer overrides are called: the executor looks them up once,
+when the observer is attached. With no observer attached (or none overriding a hook)
+the executor pays one truthiness test per step, so observability costs nothing when
+it is off, and an observer that needs no per-key start pays nothing for
+``on_running``: what it needs of the run's timing it reads from the
+:class:`RunView` given to ``on_attach``. Observers must not raise and must not
 block: the executor logs and ignores an exception from one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from ..compiler.plan import Plan, Unit
 
-__all__ = ["RunObserver"]
+__all__ = ["HOOKS", "RunObserver", "RunView", "overridden"]
+
+#: the per-step hooks, in lifecycle order
+HOOKS = ("on_plan", "on_submitted", "on_running", "on_done", "on_failed", "on_cancelled")
+
+
+class RunView(Protocol):
+    """A read-only window on the executor's state, for observers."""
+
+    @property
+    def durations(self) -> Mapping[str, float]:
+        """Seconds from running to the end, per key that ran; a key's entry is
+        there before its ending hook is called."""
+
+    def live_counts(self) -> dict[str, tuple[int, int]]:
+        """``(queued, running)`` keys per backend now. Safe to call from another
+        thread (a metric reader's): it reads snapshots."""
 
 
 class RunObserver:
     """Base class with no-op hooks: override the ones you need."""
+
+    def on_attach(self, run: RunView) -> None:
+        """Called once when the observer is attached to an engine."""
 
     def on_plan(self, plan: Plan) -> None:
         """A compiled batch was added (``plan.nodes`` are the new keys)."""
@@ -42,3 +65,8 @@ class RunObserver:
 
     def on_cancelled(self, key: str, msg: str | None) -> None:
         """``key`` was cancelled (by the user, a dependency, or shutdown)."""
+
+
+def overridden(observer: RunObserver, hook: str) -> bool:
+    """Whether ``observer``'s class (or the instance) replaces the no-op ``hook``."""
+    return hook in vars(observer) or getattr(type(observer), hook) is not getattr(RunObserver, hook)

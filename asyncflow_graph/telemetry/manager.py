@@ -23,6 +23,7 @@ import inspect
 import itertools
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..engine import WorkflowEngine
     from ..spec import Node
-    from .observer import TelemetryObserver
+    from .observer import StartedEvents, TelemetryObserver
 
 __all__ = [
     "SESSION_ENDED",
@@ -89,11 +90,13 @@ class TelemetryEvent:
 
 class BackendStats:
     """Task counts of one backend. The executor's hooks bump the cumulative ints
-    (cheap); ``queued``, ``running`` and ``started`` are live counts the observer's
-    ``refresh()`` computes when metrics or ``summary()`` ask, so that the hot path
-    does not keep them."""
+    and append durations (cheap); the duration aggregates are folded in by
+    :meth:`absorb`, and ``queued``, ``running`` and ``started`` are live counts the
+    observer's ``refresh()`` computes, when metrics or ``summary()`` ask, so that
+    the hot path does not keep them."""
 
     __slots__ = (
+        "_lock",
         "canceled",
         "completed",
         "created",
@@ -109,13 +112,16 @@ class BackendStats:
         "running",
         "started",
         "submitted",
+        "unrecorded",
     )
 
     def __init__(self, name: str = "") -> None:
         self.name = name
-        #: durations not yet recorded in the OTel histogram (deque: a metric reader
-        #: thread may drain it while the loop appends)
+        #: durations of ended keys not folded in yet (deque: a metric reader's thread
+        #: may drain it while the loop appends)
         self.recent: deque[float] = deque()
+        #: folded in, not yet recorded in the OTel histogram
+        self.unrecorded: list[float] = []
         self.created = self.submitted = self.started = 0
         self.completed = self.failed = self.canceled = 0
         self.ran = 0  # ended after running
@@ -123,16 +129,26 @@ class BackendStats:
         self.dur_n = 0
         self.dur_sum = self.dur_max = 0.0
         self.dur_min = float("inf")
+        self._lock = threading.Lock()  # absorb() runs on the loop and reader threads
 
-    def add_duration(self, seconds: float) -> None:
-        self.dur_n += 1
-        self.dur_sum += seconds
-        # comparisons, not max()/min(): this runs once per task
-        if seconds > self.dur_max:  # noqa: PLR1730
-            self.dur_max = seconds
-        if seconds < self.dur_min:  # noqa: PLR1730
-            self.dur_min = seconds
-        self.recent.append(seconds)
+    def absorb(self) -> None:
+        """Fold the pending durations into ``ran`` and the aggregates."""
+        with self._lock:
+            pending = self.recent
+            values = [pending.popleft() for _ in range(len(pending))]
+            if values:
+                self.ran += len(values)
+                self.dur_n += len(values)
+                self.dur_sum += sum(values)
+                self.dur_max = max(self.dur_max, *values)
+                self.dur_min = min(self.dur_min, *values)
+                self.unrecorded.extend(values)
+
+    def take_unrecorded(self) -> list[float]:
+        """The absorbed durations not yet in the histogram (each returned once)."""
+        with self._lock:
+            values, self.unrecorded = self.unrecorded, []
+        return values
 
     @property
     def ended(self) -> int:
@@ -189,6 +205,7 @@ class TelemetryManager:
         self._stopped_at: float | None = None
         self._last_summary: dict[str, Any] | None = None
         self.checkpoint_file: str | None = None
+        self._started_events: StartedEvents | None = None
         engine.add_observer(session.observer)
         self.emit(self.event(SESSION_STARTED, backend=SESSION_BACKEND))
 
@@ -201,12 +218,19 @@ class TelemetryManager:
         them, never from inside the executor; an exception in a callback is logged.
         Lifecycle events are only built while someone is subscribed."""
         self._subscribers.append(callback)
-        self._session.observer.events = self._task_event
+        if self._started_events is None:
+            from .observer import StartedEvents  # runtime import: observer imports us
+
+            self._session.observer.events = self._task_event
+            self._started_events = StartedEvents(self._session.observer)
+            self._engine.add_observer(self._started_events)
 
     def unsubscribe(self, callback: Callable[[TelemetryEvent], Any]) -> None:
         self._subscribers = [c for c in self._subscribers if c != callback]  # bound methods: ==
-        if not self._subscribers:
+        if not self._subscribers and self._started_events is not None:
             self._session.observer.events = None
+            self._engine.remove_observer(self._started_events)
+            self._started_events = None
 
     def emit(self, event: TelemetryEvent) -> None:
         """Publish ``event`` (a lifecycle event or your own, see :meth:`event`)."""
@@ -267,6 +291,8 @@ class TelemetryManager:
         if self._stopped_at is not None:
             return
         self._engine.remove_observer(self._session.observer)
+        if self._started_events is not None:
+            self._engine.remove_observer(self._started_events)
         self._session.finish()
         for close in self._closers:
             try:

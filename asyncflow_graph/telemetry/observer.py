@@ -1,10 +1,10 @@
 """The one run observer behind ``start_telemetry()``: counts, durations, spans, events.
 
-It is on the executor's hot path (every task passes through ``on_plan``,
-``on_submitted``, usually ``on_running`` and one ending hook), so it allocates
-nothing per task: a key maps to its partition's shared record, its phase is an int
-in a second dict, counters are plain ints, and the span recorder and the event sink
-are called only when they are on. (Every object allocated per task that lives until
+It is on the executor's hot path, so it allocates nothing per task and is called
+once per task: ``on_plan`` and ``on_submitted`` work per batch, a key maps to its
+partition's shared record, counters are plain ints, durations and live counts are
+read from the executor, and the span recorder and the event sink are called only
+when they are on. (Every object allocated per task that lives until
 the task ends is one more object for the cyclic GC to walk; measured, that was a
 large share of the cost.) No OpenTelemetry here: the span recorder
 (``otel._Spans``) is a collaborator behind a small protocol.
@@ -17,7 +17,7 @@ from time import time_ns
 from typing import Any, Protocol
 
 from ..compiler.plan import ENGINE_BACKEND, Plan, Unit
-from ..executor.events import RunObserver
+from ..executor.events import RunObserver, RunView
 from ..spec import Node
 from .manager import (
     TASK_CANCELED,
@@ -31,7 +31,16 @@ from .manager import (
     BackendStats,
 )
 
-__all__ = ["CANCELLED", "DONE", "FAILED", "OPEN", "SpanSink", "TaskEventSink", "TelemetryObserver"]
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "OPEN",
+    "SpanSink",
+    "StartedEvents",
+    "TaskEventSink",
+    "TelemetryObserver",
+]
 
 DONE, FAILED, CANCELLED, OPEN = 0, 1, 2, 3
 _END_EVENT = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELED)
@@ -60,7 +69,13 @@ class TaskEventSink(Protocol):
 
 class TelemetryObserver(RunObserver):
     """Task counts per backend, running -> end durations, and (when attached) spans
-    and AsyncFlow lifecycle events."""
+    and AsyncFlow lifecycle events.
+
+    It overrides no ``on_running``: durations come from the executor's
+    :class:`~asyncflow_graph.executor.events.RunView` and live counts are read from
+    it when asked, so a task costs this observer one call at its end. The
+    ``TaskStarted`` event is :class:`StartedEvents`' job, attached only while
+    someone is subscribed."""
 
     def __init__(self, spans: SpanSink | None = None) -> None:
         self.stats: dict[str, BackendStats] = {}
@@ -68,10 +83,14 @@ class TelemetryObserver(RunObserver):
         #: set by the manager while someone is subscribed
         self.events: TaskEventSink | None = None
         self.flush_durations: Callable[[], None] | None = None  # set by the OTel session
-        self._recs: dict[str, Record] = {}
-        #: submitted keys: 0 queued, else running since (ns)
-        self._phase: dict[str, int] = {}
+        self.recs: dict[str, Record] = {}
         self._workflows: set[str] = set()
+        self._run: RunView | None = None
+        self._durations: Mapping[str, float] = {}
+
+    def on_attach(self, run: RunView) -> None:
+        self._run = run
+        self._durations = run.durations
 
     def _stats(self, backend: str) -> BackendStats:
         s = self.stats.get(backend)
@@ -83,16 +102,13 @@ class TelemetryObserver(RunObserver):
 
     def on_plan(self, plan: Plan) -> None:
         t = time_ns()
-        nodes, recs, spans = plan.nodes, self._recs, self.spans
+        nodes, recs, spans = plan.nodes, self.recs, self.spans
         seen = 0
         for p in plan.partitions:
             s = self._stats(p.backend)
-            rec = (nodes, s, p.id, t)
-            for u in p.units:
-                for k in u.keys:
-                    recs[k] = rec
-                s.created += len(u.keys)
-                seen += len(u.keys)
+            recs.update(dict.fromkeys(p.keys, (nodes, s, p.id, t)))  # one shared record
+            s.created += len(p.keys)
+            seen += len(p.keys)
             if spans is not None and p.backend == ENGINE_BACKEND:
                 for k in p.keys:
                     spans.block_started(nodes[k], p.id, t)
@@ -118,18 +134,12 @@ class TelemetryObserver(RunObserver):
                 spans.workflow(wid, t)
 
     def on_submitted(self, backend: str, units: Sequence[Unit]) -> None:
-        phase = self._phase
-        n = 0
-        for u in units:
-            for k in u.keys:
-                phase[k] = 0  # queued (a retry comes back here too)
-            n += len(u.keys)
-        self._stats(backend).submitted += n
+        self._stats(backend).submitted += sum(len(u.keys) for u in units)
         if self.events is not None:
             self._submitted_events(backend, units)
 
     def _submitted_events(self, backend: str, units: Sequence[Unit]) -> None:
-        t, emit, recs = time_ns(), self.events, self._recs
+        t, emit, recs = time_ns(), self.events, self.recs
         assert emit is not None
         for u in units:
             for k in u.keys:
@@ -138,40 +148,24 @@ class TelemetryObserver(RunObserver):
                     for event_type in (TASK_RESOLVED, TASK_QUEUED, TASK_SUBMITTED):
                         emit(event_type, rec[0][k], backend, t)
 
-    def on_running(self, key: str) -> None:
-        # Only the start time: live counts are derived from _phase in refresh().
-        phase = self._phase
-        if key in phase:
-            t = phase[key] = time_ns()
-            if self.events is not None:
-                self._started_event(key, t)
-
-    def _started_event(self, key: str, t: int) -> None:
-        rec, emit = self._recs.get(key), self.events
-        if rec is not None and emit is not None:
-            emit(TASK_STARTED, rec[0][key], rec[1].name, t)
-
     def on_done(self, key: str, value: Any) -> None:
         # The common ending, kept apart from _end() to spare a call per task.
-        rec = self._recs.pop(key, None)
+        rec = self.recs.pop(key, None)
         if rec is None:  # planned before telemetry started
-            self._phase.pop(key, None)
             return
-        t = time_ns()
         nodes, s, pid, created = rec
-        since = self._phase.pop(key, 0)
-        seconds = 0.0
-        if since:
-            seconds = (t - since) * 1e-9
-            s.ran += 1
-            s.add_duration(seconds)
-            if not s.dur_n & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
-                self._flush_durations()  # looked at every 16384 tasks only
+        seconds = self._durations.get(key)
+        if seconds is not None:
+            s.recent.append(seconds)
         s.completed += 1
+        if not s.completed & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
+            self._flush_durations()  # looked at every 16384 tasks only
         if self.spans is not None:
-            self.spans.task_ended(nodes[key], s.name, pid, created, t, DONE, None)
+            self.spans.task_ended(nodes[key], s.name, pid, created, time_ns(), DONE, None)
         if self.events is not None:
-            self.events(TASK_COMPLETED, nodes[key], s.name, t, duration_seconds=seconds)
+            self.events(
+                TASK_COMPLETED, nodes[key], s.name, time_ns(), duration_seconds=seconds or 0.0
+            )
 
     def _flush_durations(self) -> None:
         if self.flush_durations is not None:
@@ -184,18 +178,14 @@ class TelemetryObserver(RunObserver):
         self._end(key, CANCELLED, msg)
 
     def _end(self, key: str, outcome: int, err: Any) -> None:
-        rec = self._recs.pop(key, None)
+        rec = self.recs.pop(key, None)
         if rec is None:  # planned before telemetry started
-            self._phase.pop(key, None)
             return
         t = time_ns()
         nodes, s, pid, created = rec
-        since = self._phase.pop(key, 0)
-        seconds = 0.0
-        if since:
-            seconds = (t - since) * 1e-9
-            s.ran += 1
-            s.add_duration(seconds)
+        seconds = self._durations.get(key)
+        if seconds is not None:
+            s.recent.append(seconds)
         if outcome == FAILED:
             s.failed += 1
         else:
@@ -203,7 +193,7 @@ class TelemetryObserver(RunObserver):
         if self.spans is not None:
             self.spans.task_ended(nodes[key], s.name, pid, created, t, outcome, err)
         if self.events is not None:
-            extra: dict[str, Any] = {"duration_seconds": seconds}
+            extra: dict[str, Any] = {"duration_seconds": seconds or 0.0}
             if outcome == FAILED:
                 extra["error_type"] = type(err).__name__
             self.events(_END_EVENT[outcome], nodes[key], s.name, t, **extra)
@@ -211,19 +201,13 @@ class TelemetryObserver(RunObserver):
     # -- live counts ----------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Recompute each backend's live counts (queued, running, started) from the
-        open keys. May run on a metric reader's thread: both dicts are copied in
-        one C-level step each, and the loop thread never writes these fields."""
-        phase, recs = dict(self._phase), dict(self._recs)
-        live: dict[str, list[int]] = {name: [0, 0] for name in list(self.stats)}
-        for key, since in phase.items():
-            rec = recs.get(key)
-            if rec is not None:
-                live.setdefault(rec[1].name, [0, 0])[1 if since else 0] += 1
-        for name, (queued, running) in live.items():
-            s = self.stats.get(name)
-            if s is not None:
-                s.queued, s.running, s.started = queued, running, s.ran + running
+        """Bring each backend's live counts (queued, running, started) up to date
+        from the executor. May run on a metric reader's thread."""
+        live = self._run.live_counts() if self._run is not None else {}
+        for name, s in list(self.stats.items()):
+            s.absorb()
+            queued, running = live.get(name, (0, 0))
+            s.queued, s.running, s.started = queued, running, s.ran + running
 
     # -- end of session ------------------------------------------------------------------
 
@@ -231,7 +215,19 @@ class TelemetryObserver(RunObserver):
         """Record the tasks still open when telemetry stops as unfinished spans."""
         if self.spans is not None:
             t = time_ns()
-            for key, (nodes, s, pid, created) in self._recs.items():
+            for key, (nodes, s, pid, created) in self.recs.items():
                 self.spans.task_ended(nodes[key], s.name, pid, created, t, OPEN, None)
-        self._recs.clear()
-        self._phase.clear()
+        self.recs.clear()
+
+
+class StartedEvents(RunObserver):
+    """AsyncFlow's ``TaskStarted`` event, the one lifecycle event that needs a call
+    per key at its start: attached by the manager only while someone is subscribed."""
+
+    def __init__(self, telemetry: TelemetryObserver) -> None:
+        self.telemetry = telemetry
+
+    def on_running(self, key: str) -> None:
+        rec, emit = self.telemetry.recs.get(key), self.telemetry.events
+        if rec is not None and emit is not None:
+            emit(TASK_STARTED, rec[0][key], rec[1].name, time_ns())
