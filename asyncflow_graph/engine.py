@@ -9,7 +9,6 @@ until a handle is awaited; then exactly its ancestors are compiled and run.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import os
@@ -23,6 +22,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._gc import gc_paused
 from .backends.base import Backend
 from .compiler import Plan, compile_plan
 from .decorators import TaskDefinition, build_options, make_definition
@@ -255,18 +255,9 @@ class WorkflowEngine:
         if not self._pending or not self._started.done() or self.execution == "lazy":
             return
         batch, self._pending = self._pending, {}
-        # A large batch allocates a burst of long-lived objects; pausing the cyclic GC
-        # for the length of this synchronous call keeps it from re-walking them over
-        # and over (it creates no garbage cycles, and the previous state is restored).
-        paused = len(batch) > 1000 and gc.isenabled()
-        if paused:
-            gc.disable()
-        try:
+        with gc_paused(len(batch)):
             self._graph = self._graph.merge(batch.values())
             self._executor.add_plan(self._compile(batch))
-        finally:
-            if paused:
-                gc.enable()
 
     def _compile(self, nodes: Mapping[str, Node]) -> Plan:
         return compile_plan(

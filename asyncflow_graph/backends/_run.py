@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CommandFailedError, SerializationError
-from .base import Command, Work
+from .base import Command, Outcome, Work
 
 __all__ = [
     "Call",
@@ -30,7 +30,6 @@ __all__ = [
 #: (key, func, args, kwargs, deep) — a node reduced to what running it needs.
 Call = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
 #: (key, succeeded, value or exception)
-Outcome = tuple[str, bool, Any]
 
 
 @types.coroutine

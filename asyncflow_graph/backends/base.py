@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -22,6 +22,10 @@ from ..spec import Node
 __all__ = ["Backend", "BackendContext", "Command", "Remote", "Reporter", "Work"]
 
 
+#: ``(key, ok, value)``: ``value`` is the result when ``ok``, else the exception
+Outcome = tuple[str, bool, Any]
+
+
 class Reporter(Protocol):
     """How a backend reports task outcomes (call on the event-loop thread)."""
 
@@ -29,6 +33,9 @@ class Reporter(Protocol):
     def done(self, key: str, value: Any) -> None: ...
     def failed(self, key: str, exc: BaseException) -> None: ...
     def cancelled(self, key: str, msg: str | None = None) -> None: ...
+    def ended(self, outcomes: Iterable[Outcome]) -> None:
+        """Several outcomes known together (as ``done``/``failed`` in order); the
+        work they make ready is dispatched once, after all of them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,8 @@ from typing import Any
 from ..compiler.plan import Capabilities
 from ..errors import BackendError
 from ..spec import Node, substitute
-from ._run import Outcome, calls_of, resume, run_chain, run_command, run_pickled_chain
-from .base import Backend, Command, Work
+from ._run import calls_of, resume, run_chain, run_command, run_pickled_chain
+from .base import Backend, Command, Outcome, Work
 
 __all__ = ["LocalExecutionBackend"]
 
@@ -111,12 +111,7 @@ class LocalExecutionBackend(Backend):
             return
 
     def _report(self, finished: list[Outcome]) -> None:
-        report = self.context.reporter
-        for key, ok, value in finished:
-            if ok:
-                report.done(key, value)
-            else:
-                report.failed(key, value)
+        self.context.reporter.ended(finished)
 
     async def _continue_inline(
         self, work: Work, i: int, coro: Coroutine[Any, Any, Any], yielded: Any
@@ -182,11 +177,7 @@ class LocalExecutionBackend(Backend):
             return
         finally:
             self._tasks.pop(work.key, None)
-        for key, ok, value in outcomes:
-            if ok:
-                report.done(key, value)
-            else:
-                report.failed(key, value)
+        report.ended(outcomes)
 
     async def _run_command(self, work: Work) -> None:
         report = self.context.reporter

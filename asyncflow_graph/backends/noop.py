@@ -29,8 +29,8 @@ class NoopExecutionBackend(Backend):
         self.context.loop.call_soon(self._complete, list(works))
 
     def _complete(self, works: list[Work]) -> None:
-        report = self.context.reporter
-        for w in works:
-            for node in w.nodes:
-                out = DUMMY_PROMPT_OUTPUT if node.kind is TaskKind.PROMPT else DUMMY_OUTPUT
-                report.done(node.key, out)
+        self.context.reporter.ended(
+            (node.key, True, DUMMY_PROMPT_OUTPUT if node.kind is TaskKind.PROMPT else DUMMY_OUTPUT)
+            for w in works
+            for node in w.nodes
+        )

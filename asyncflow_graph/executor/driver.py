@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sized
 from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from ..backends.base import Backend, BackendContext, Remote, Work
+from .._gc import gc_paused
+from ..backends.base import Backend, BackendContext, Outcome, Remote, Work
 from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
 from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
@@ -69,6 +70,8 @@ class Executor:
         self._on_running: tuple[Callable[[str], Any], ...] = ()  # the two per-key hooks
         self._on_done: tuple[Callable[[str, Any], Any], ...] = ()
         self.closed = False
+        #: while ended() records a batch: jobs made ready, dispatched after it
+        self._held: list[Job] | None = None
 
     # -- observers ----------------------------------------------------------------------
 
@@ -329,7 +332,26 @@ class Executor:
         elif type(value) is Remote:
             self.remote.refs[key] = value
         if ready:
-            self._dispatch(ready)
+            if self._held is not None:
+                self._held.extend(ready)
+            else:
+                self._dispatch(ready)
+
+    def ended(self, outcomes: Iterable[Outcome]) -> None:
+        # Hold what becomes ready until every outcome is recorded: one submission
+        # per backend for the lot, not one per finished key.
+        outer, self._held = self._held, []
+        try:
+            with gc_paused(len(outcomes) if isinstance(outcomes, Sized) else 0):
+                for key, ok, value in outcomes:
+                    if ok:
+                        self.done(key, value)
+                    else:
+                        self.failed(key, value)
+        finally:
+            held, self._held = self._held, outer
+        if held:
+            self._dispatch_open(held)  # skips any cancelled meanwhile
 
     def failed(self, key: str, exc: BaseException) -> None:
         job = self.state.job_of(key)
