@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from .._gc import gc_paused
 from ..backends.base import Backend, BackendContext, Outcome, Remote, Work
 from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
@@ -342,12 +341,11 @@ class Executor:
         # per backend for the lot, not one per finished key.
         outer, self._held = self._held, []
         try:
-            with gc_paused(len(outcomes) if isinstance(outcomes, Sized) else 0):
-                for key, ok, value in outcomes:
-                    if ok:
-                        self.done(key, value)
-                    else:
-                        self.failed(key, value)
+            for key, ok, value in outcomes:
+                if ok:
+                    self.done(key, value)
+                else:
+                    self.failed(key, value)
         finally:
             held, self._held = self._held, outer
         if held:
