@@ -29,7 +29,6 @@ __all__ = [
 
 #: (key, func, args, kwargs, deep) — a node reduced to what running it needs.
 Call = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
-#: (key, succeeded, value or exception)
 
 
 @types.coroutine

@@ -296,6 +296,7 @@ class Executor:
 
     def running(self, key: str) -> None:
         self._started_at[key] = perf_counter()
+        # _notify() inlined here and in done(): these two run once per key
         for fn in self._on_running:
             try:
                 fn(key)

@@ -107,7 +107,6 @@ class BackendStats:
         "failed",
         "name",
         "queued",
-        "ran",
         "recent",
         "running",
         "started",
@@ -124,7 +123,6 @@ class BackendStats:
         self.unrecorded: list[float] = []
         self.created = self.submitted = self.started = 0
         self.completed = self.failed = self.canceled = 0
-        self.ran = 0  # ended after running
         self.queued = self.running = 0  # live: handed to the backend / running now
         self.dur_n = 0
         self.dur_sum = self.dur_max = 0.0
@@ -132,12 +130,11 @@ class BackendStats:
         self._lock = threading.Lock()  # absorb() runs on the loop and reader threads
 
     def absorb(self) -> None:
-        """Fold the pending durations into ``ran`` and the aggregates."""
+        """Fold the pending durations into the aggregates."""
         with self._lock:
             pending = self.recent
             values = [pending.popleft() for _ in range(len(pending))]
             if values:
-                self.ran += len(values)
                 self.dur_n += len(values)
                 self.dur_sum += sum(values)
                 self.dur_max = max(self.dur_max, *values)
@@ -149,6 +146,11 @@ class BackendStats:
         with self._lock:
             values, self.unrecorded = self.unrecorded, []
         return values
+
+    @property
+    def ran(self) -> int:
+        """Keys that ended after running (one duration each, once absorbed)."""
+        return self.dur_n
 
     @property
     def ended(self) -> int:
@@ -227,7 +229,11 @@ class TelemetryManager:
 
     def unsubscribe(self, callback: Callable[[TelemetryEvent], Any]) -> None:
         self._subscribers = [c for c in self._subscribers if c != callback]  # bound methods: ==
-        if not self._subscribers and self._started_events is not None:
+        if not self._subscribers:
+            self._detach_started_events()
+
+    def _detach_started_events(self) -> None:
+        if self._started_events is not None:
             self._session.observer.events = None
             self._engine.remove_observer(self._started_events)
             self._started_events = None
@@ -291,8 +297,7 @@ class TelemetryManager:
         if self._stopped_at is not None:
             return
         self._engine.remove_observer(self._session.observer)
-        if self._started_events is not None:
-            self._engine.remove_observer(self._started_events)
+        self._detach_started_events()
         self._session.finish()
         for close in self._closers:
             try:

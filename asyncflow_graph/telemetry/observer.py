@@ -7,7 +7,7 @@ read from the executor, and the span recorder and the event sink are called only
 when they are on. (Every object allocated per task that lives until
 the task ends is one more object for the cyclic GC to walk; measured, that was a
 large share of the cost.) No OpenTelemetry here: the span recorder
-(``otel._Spans``) is a collaborator behind a small protocol.
+(``spantree.SpanTree``) is a collaborator behind a small protocol.
 """
 
 from __future__ import annotations
