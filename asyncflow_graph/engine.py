@@ -9,6 +9,7 @@ until a handle is awaited; then exactly its ancestors are compiled and run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import os
@@ -16,7 +17,7 @@ import signal
 import threading
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -37,6 +38,17 @@ if TYPE_CHECKING:
     from .visualize import Drawing
 
 __all__ = ["WorkflowEngine"]
+
+#: nodes compiled and submitted per loop turn at most. A turn that created more is
+#: compiled in slices, in creation order (a node can only depend on nodes created
+#: before it), one slice per loop turn: a slice's tasks are compiled, run and
+#: reported while their objects are still in the CPU caches, and the compiler's
+#: per-key tables stay small, so the cost per task stays flat from 1k to 100k tasks.
+#: Measured on W1 (same process, alternating, medians of 7): at 100k tasks 15.6
+#: µs/task in one piece, 13.0 / 13.4 / 13.9 in slices of 1k / 2k / 4k; at 10k 9.9 in
+#: one piece, 9.6 in slices of 1k. Only a chain crossing a slice border is fused in
+#: two parts.
+COMPILE_CHUNK = 1024
 
 log = logging.getLogger("asyncflow_graph")
 
@@ -84,6 +96,8 @@ class WorkflowEngine:
         self._executor.on_remote_pending = _fetch_on_await
         self._graph = Graph()
         self._pending: dict[str, Node] = {}
+        #: merged into the graph, not compiled yet: iterators over earlier turns' nodes
+        self._backlog: collections.deque[Iterator[tuple[str, Node]]] = collections.deque()
         self._counter = itertools.count(1)
         self._scope: ContextVar[Scope | None] = ContextVar(
             f"asyncflow_graph.{self.uid}", default=None
@@ -228,7 +242,7 @@ class WorkflowEngine:
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
-        self.loop.call_soon(self._flush)
+        self.loop.call_soon(self._flush_turn)
 
     def _existing(self, key: str) -> TaskFuture | None:
         fut = self._executor.futures.get(key)
@@ -249,15 +263,44 @@ class WorkflowEngine:
             if self.execution == "lazy":
                 self._pending = {}
 
-    def _flush(self) -> None:
-        """Compile and submit everything added since the last flush (eager)."""
+    def _flush_turn(self) -> None:
+        """End of a loop turn (eager): compile and submit one slice of what was
+        added; the next slice goes in the next turn."""
         self._flush_scheduled = False
-        if not self._pending or not self._started.done() or self.execution == "lazy":
+        if not self._compiles_now():
             return
-        batch, self._pending = self._pending, {}
-        with gc_paused(len(batch)):
-            self._graph = self._graph.merge(batch.values())
-            self._executor.add_plan(self._compile(batch))
+        self._take_pending()
+        if self._backlog:
+            self._compile_slice()
+            if self._backlog:
+                self._schedule_flush()
+
+    def _flush(self) -> None:
+        """Compile and submit everything added so far, now (eager)."""
+        if not self._compiles_now():
+            return
+        self._take_pending()
+        while self._backlog:
+            self._compile_slice()
+
+    def _compiles_now(self) -> bool:
+        return self._started.done() and not self._start_failed and self.execution == "eager"
+
+    def _take_pending(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, {}
+            with gc_paused(len(batch)):
+                self._graph = self._graph.merge(batch.values())
+            self._backlog.append(iter(batch.items()))
+
+    def _compile_slice(self) -> None:
+        items = self._backlog[0]
+        chunk = dict(itertools.islice(items, COMPILE_CHUNK))
+        if len(chunk) < COMPILE_CHUNK:
+            self._backlog.popleft()
+        if chunk:
+            with gc_paused(len(chunk)):
+                self._executor.add_plan(self._compile(chunk))
 
     def _compile(self, nodes: Mapping[str, Node]) -> Plan:
         return compile_plan(
@@ -299,8 +342,8 @@ class WorkflowEngine:
             self._precancelled[fut.key] = msg
             fut.state = "CANCELLED"
             return asyncio.Future.cancel(fut, msg)
-        if fut.key in self._pending:
-            self._flush()
+        if not self._executor.state.knows(fut.key):
+            self._flush()  # created this turn, or waiting in the backlog
         return self._executor.cancel(fut.key, msg)
 
     # -- inspection -----------------------------------------------------------------------

@@ -1,0 +1,127 @@
+"""Large turns are compiled in slices of COMPILE_CHUNK nodes, one slice per loop turn.
+
+Small slices here (8 nodes) so that every border case is reached with a few tasks:
+dependencies across slices, chains split at a border, cancel and shutdown while
+nodes still wait in the backlog, and tasks created while a backlog remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import asyncflow_graph.engine as engine_module
+from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
+from asyncflow_graph.compiler import Plan
+from asyncflow_graph.executor.events import RunObserver
+
+CHUNK = 8
+
+
+class Plans(RunObserver):
+    def __init__(self) -> None:
+        self.plans: list[Plan] = []
+
+    def on_plan(self, plan: Plan) -> None:
+        self.plans.append(plan)
+
+
+@pytest.fixture
+async def flow(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_module, "COMPILE_CHUNK", CHUNK)
+    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
+    plans = Plans()
+    engine.add_observer(plans)
+    engine.plans = plans.plans  # type: ignore[attr-defined]
+    yield engine
+    await engine.shutdown()
+
+
+async def inc(*xs: int) -> int:
+    return 1 + sum(xs)
+
+
+async def test_a_large_turn_is_compiled_in_creation_order_slices(flow):
+    task = flow.function_task(inc)
+    handles = [task() for _ in range(50)]
+    assert await asyncio.gather(*handles) == [1] * 50
+    sizes = [len(p.nodes) for p in flow.plans]
+    assert sizes == [8, 8, 8, 8, 8, 8, 2]
+    compiled = [k for p in flow.plans for k in p.nodes]
+    assert compiled == [h.key for h in handles]
+
+
+async def test_dependencies_across_slices(flow):
+    task = flow.function_task(inc)
+    leaves = [task() for _ in range(20)]
+    total = task(*leaves)
+    assert await total == 21
+    assert len(flow.plans) == 3  # the fan-in's inputs were compiled two slices earlier
+
+
+async def test_a_chain_crossing_slice_borders_is_fused_per_slice(flow):
+    task = flow.function_task(inc)
+    h = task()
+    for _ in range(29):
+        h = task(h)
+    assert await h == 30
+    units = [u for p in flow.plans for u in p.units]
+    assert [len(u.keys) for u in units] == [8, 8, 8, 6]
+
+
+async def test_cancel_of_a_task_still_in_the_backlog(flow):
+    task = flow.function_task(inc)
+    handles = [task() for _ in range(40)]
+    child = task(handles[35])
+    await asyncio.sleep(0)  # one loop turn: the first slice only
+    state = flow._executor.state
+    assert state.knows(handles[0].key) and not state.knows(handles[35].key)
+    assert handles[35].cancel() is True
+    assert handles[35].cancelled() and handles[35].state == "CANCELLED"
+    with pytest.raises(asyncio.CancelledError):
+        await child
+    rest = [h for i, h in enumerate(handles) if i != 35]
+    assert await asyncio.gather(*rest) == [1] * 39
+
+
+async def test_tasks_created_while_a_backlog_remains_run_after_it(flow):
+    task = flow.function_task(inc)
+    first = [task() for _ in range(20)]
+    await asyncio.sleep(0)
+    assert flow._backlog  # slices still waiting
+    later = task(first[-1], first[0])
+    assert await later == 3
+    compiled = [k for p in flow.plans for k in p.nodes]
+    assert compiled.index(later.key) > compiled.index(first[-1].key)
+
+
+async def test_shutdown_with_a_backlog_ends_every_handle(monkeypatch, tmp_path):
+    monkeypatch.setattr(engine_module, "COMPILE_CHUNK", CHUNK)
+    started = asyncio.Event()
+
+    async def wait_forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
+    task = flow.function_task(wait_forever)
+    handles = [task() for _ in range(30)]
+    await started.wait()
+    assert flow._backlog
+    await flow.shutdown()
+    assert all(h.done() for h in handles)
+    assert all(h.cancelled() for h in handles)
+    assert not flow._backlog and flow._executor.state.open_count == 0
+
+
+async def test_default_slice_size_runs_a_large_fan_out(tmp_path):
+    n = engine_module.COMPILE_CHUNK * 2 + 5
+    async with await WorkflowEngine.create(
+        backend=LocalExecutionBackend(), work_dir=tmp_path
+    ) as flow:
+        task = flow.function_task(inc)
+        handles = [task() for _ in range(n)]
+        joined = task(handles[0], handles[-1])
+        assert sum(await asyncio.gather(*handles)) == n
+        assert await joined == 3
