@@ -132,20 +132,24 @@ async def test_cancelled_while_held_is_not_dispatched(engine):
         return x
 
     class CancelOnDone(RunObserver):
-        """Cancels the dependent the moment its input ends, inside the batch."""
+        """Cancels a dependent when its input ends: after the batch is recorded,
+        while the dependents it made ready are held."""
 
         def on_done(self, key, value):
             if key == root.key:
-                leaf.cancel()
+                assert leaf.cancel() is True
 
     root = src()
-    leaf = use(root)
+    leaf, other = use(root), use(root)  # two dependents: nothing is fused
     flow.add_observer(CancelOnDone())
     await asyncio.wait_for(backend.arrived.wait(), T)
     backend.release()
     with pytest.raises(asyncio.CancelledError):
         await leaf
-    assert backend.submits == [1], "the cancelled dependent never reached the backend"
+    assert backend.submits == [1, 1], "only the other dependent was submitted"
+    assert [w.key for w in backend.held] == [other.key]
+    backend.release()
+    assert await other == 1
 
 
 def test_gc_paused_restores_the_state():

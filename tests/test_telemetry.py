@@ -559,3 +559,51 @@ async def test_started_in_the_middle_of_a_run(flow, caplog):
     assert set(by_task(exporter.get_finished_spans())) == {third.key}
     assert tel.summary()["tasks"]["completed"] == 1
     assert {e.task_id for e in events if e.task_id} == {third.key}
+
+
+# --------------------------------------------------------------------------- fast spans
+
+
+async def test_fast_task_spans_read_like_plain_sdk_spans(flow):
+    """A done task's span skips the SDK constructors and builds its attributes when
+    first read: exporters must see exactly what a plain ReadableSpan would give."""
+    from opentelemetry.sdk.trace import ReadableSpan
+
+    from asyncflow_graph.telemetry import spantree
+
+    assert spantree._FAST, "this SDK's span layout is not the one the fast path knows"
+    tel, exporter = await traced(flow)
+
+    @flow.function_task
+    async def inc(x):
+        return x + 1
+
+    async with flow.workflow_scope("wf-fast"):
+        h = inc(1)
+    assert await h == 2
+    await tel.stop()
+    span = by_task(exporter.get_finished_spans())[h.key]
+    assert type(span) is not ReadableSpan  # the fast path was taken
+    plain = ReadableSpan(
+        "task",
+        span.context,
+        span.parent,
+        span.resource,
+        dict(span.attributes),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    assert dict(span.attributes) == {
+        "session_id": flow.uid,
+        "task_id": h.key,
+        "executable": "inc",
+        "task_type": "function",
+        "backend": "default",
+        "asyncflow.partition_id": span.attributes["asyncflow.partition_id"],
+        "status": "completed",
+        "asyncflow.state": "DONE",
+        "asyncflow.workflow_id": "wf-fast",
+    }
+    assert span.to_json() == plain.to_json()
+    assert span.status.status_code is StatusCode.UNSET and span.events == () == plain.events

@@ -68,6 +68,10 @@ class Executor:
         self._hooks: dict[str, tuple[Callable[..., Any], ...]] = dict.fromkeys(HOOKS, ())
         self._on_running: tuple[Callable[[str], Any], ...] = ()  # the two per-key hooks
         self._on_done: tuple[Callable[[str, Any], Any], ...] = ()
+        self._on_done_many: tuple[Callable[[list[tuple[str, Any]]], Any], ...] = ()
+        #: while ended() records a batch (and someone observes on_done): the keys
+        #: done so far, told to the observers in one call per observer
+        self._done_batch: list[tuple[str, Any]] | None = None
         self.closed = False
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
@@ -90,6 +94,7 @@ class Executor:
         }
         self._on_running = self._hooks["on_running"]
         self._on_done = self._hooks["on_done"]
+        self._on_done_many = tuple(o.on_done_many for o in observers if overridden(o, "on_done"))
 
     def _notify(self, hook: str, *args: Any) -> None:
         for fn in self._hooks[hook]:
@@ -317,11 +322,15 @@ class Executor:
             self._running.pop(key, None)
         elif job.status == ENDED:
             self._finish_work(job.unit.keys[0])
-        for fn in self._on_done:
-            try:
-                fn(key, value)
-            except Exception:
-                _observer_failed(fn, "on_done")
+        batch = self._done_batch
+        if batch is not None:
+            batch.append((key, value))
+        else:
+            for fn in self._on_done:
+                try:
+                    fn(key, value)
+                except Exception:
+                    _observer_failed(fn, "on_done")
         fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = "DONE"  # type: ignore[attr-defined]
@@ -339,8 +348,11 @@ class Executor:
 
     def ended(self, outcomes: Iterable[Outcome]) -> None:
         # Hold what becomes ready until every outcome is recorded: one submission
-        # per backend for the lot, not one per finished key.
+        # per backend for the lot, not one per finished key. Observers hear of the
+        # keys done in one on_done_many call, before any dependent is submitted.
         outer, self._held = self._held, []
+        self._tell_done()  # a report nested in another: the outer keys come first
+        outer_batch, self._done_batch = self._done_batch, [] if self._on_done_many else None
         try:
             for key, ok, value in outcomes:
                 if ok:
@@ -349,8 +361,22 @@ class Executor:
                     self.failed(key, value)
         finally:
             held, self._held = self._held, outer
+            self._tell_done()
+            self._done_batch = outer_batch
         if held:
             self._dispatch_open(held)  # skips any cancelled meanwhile
+
+    def _tell_done(self) -> None:
+        """Hand the keys done so far in this batch to the observers."""
+        batch = self._done_batch
+        if not batch:
+            return
+        self._done_batch = []
+        for fn in self._on_done_many:
+            try:
+                fn(batch)
+            except Exception:
+                _observer_failed(fn, "on_done_many")
 
     def failed(self, key: str, exc: BaseException) -> None:
         job = self.state.job_of(key)
@@ -466,6 +492,7 @@ class Executor:
 
     def _resolve_ended(self, keys: list[str]) -> None:
         state = self.state
+        self._tell_done()  # observers see the ends in the order they happened
         if state.ready_after_end:  # what survived a split graph unit runs now
             ready, state.ready_after_end = state.ready_after_end, []
             self.loop.call_soon(self._dispatch_open, ready)

@@ -5,7 +5,9 @@ event-loop thread, in this order per key: ``on_plan`` (the key was compiled),
 ``on_submitted`` (its unit went to a backend; a retried unit is submitted again),
 ``on_running`` (the backend started it; not every backend reports this), then exactly
 one of ``on_done`` / ``on_failed`` / ``on_cancelled``. A key that ends without running
-(a failed dependency, a compile-time error, a cancel) gets only the ending call.
+(a failed dependency, a compile-time error, a cancel) gets only the ending call. Keys
+a backend reports done together come as one ``on_done_many`` call (by default, a loop
+over ``on_done``), before any of their dependents is submitted.
 
 Only the hooks an observer overrides are called: the executor looks them up once,
 when the observer is attached. With no observer attached (or none overriding a hook)
@@ -59,6 +61,14 @@ class RunObserver:
 
     def on_done(self, key: str, value: Any) -> None:
         """``key`` produced ``value``."""
+
+    def on_done_many(self, done: Sequence[tuple[str, Any]]) -> None:
+        """``(key, value)`` pairs a backend reported done together, in order: the
+        same as ``on_done`` for each pair, which is what this default does. Called
+        instead of ``on_done`` for batches, and only for observers that override
+        ``on_done``; override it too when a batch costs less as a whole."""
+        for key, value in done:
+            self.on_done(key, value)
 
     def on_failed(self, key: str, exc: BaseException) -> None:
         """``key`` failed with ``exc`` (its own error or a DependencyFailureError)."""

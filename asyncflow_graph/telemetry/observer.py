@@ -59,6 +59,7 @@ class SpanSink(Protocol):
     def task_ended(
         self, node: Node, backend: str, pid: int, start: int, end: int, outcome: int, err: Any
     ) -> None: ...
+    def tasks_done(self, done: Sequence[tuple[Node, str, int, int]], end: int) -> None: ...
 
 
 class TaskEventSink(Protocol):
@@ -166,6 +167,29 @@ class TelemetryObserver(RunObserver):
             self.events(
                 TASK_COMPLETED, nodes[key], s.name, time_ns(), duration_seconds=seconds or 0.0
             )
+
+    def on_done_many(self, done: Sequence[tuple[str, Any]]) -> None:
+        # on_done() for a backend's batch, its lookups hoisted and one span call
+        t = time_ns()
+        recs, durations, events = self.recs, self._durations, self.events
+        spans: list[tuple[Node, str, int, int]] | None = [] if self.spans is not None else None
+        for key, _value in done:
+            rec = recs.pop(key, None)
+            if rec is None:  # planned before telemetry started
+                continue
+            nodes, s, pid, created = rec
+            seconds = durations.get(key)
+            if seconds is not None:
+                s.recent.append(seconds)
+            s.completed += 1
+            if not s.completed & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
+                self._flush_durations()
+            if spans is not None:
+                spans.append((nodes[key], s.name, pid, created))
+            if events is not None:
+                events(TASK_COMPLETED, nodes[key], s.name, t, duration_seconds=seconds or 0.0)
+        if spans and self.spans is not None:
+            self.spans.tasks_done(spans, t)
 
     def _flush_durations(self) -> None:
         if self.flush_durations is not None:

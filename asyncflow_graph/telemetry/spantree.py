@@ -26,6 +26,7 @@ the plain constructors are used.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace as trace_api
@@ -44,7 +45,7 @@ from opentelemetry.trace import (
 from .. import __version__
 from ..compiler.plan import ENGINE_BACKEND
 from ..spec import Node
-from .observer import CANCELLED, FAILED, OPEN
+from .observer import CANCELLED, DONE, FAILED, OPEN
 
 __all__ = ["SCOPE", "SpanTree"]
 
@@ -66,7 +67,9 @@ _SPAN_FIELDS = frozenset(
 
 class _TaskSpan(ReadableSpan):
     """A successful task span: what differs per task is set here, the rest are
-    class attributes of a per-session subclass (see :meth:`SpanTree.__init__`)."""
+    class attributes of a per-session subclass (see :meth:`SpanTree.__init__`).
+    Its attributes are built when first read (an exporter encoding the span), not
+    on the engine's hot path."""
 
     _name = "task"
     _kind = SpanKind.INTERNAL
@@ -74,26 +77,52 @@ class _TaskSpan(ReadableSpan):
     _events: tuple[Event, ...] = ()
     _links = ()
     _status = _UNSET
+    _sid = ""  # set by the per-session subclass
+    _attrs: dict[str, Any] | None = None
 
     def __init__(
-        self, context: SpanContext, parent: SpanContext, attributes: Any, start: int, end: int
-    ) -> None:
+        self, context: SpanContext, parent: SpanContext, node: Node, backend: str, pid: int,
+        start: int, end: int,
+    ) -> None:  # fmt: skip
         # No super().__init__(): it would set the eight shared fields again.
         self._context = context
         self._parent = parent
-        self._attributes = attributes
+        self._node = node
+        self._backend = backend
+        self._pid = pid
         self._start_time = start
         self._end_time = end
+
+    @property
+    def _attributes(self) -> dict[str, Any]:
+        attrs = self._attrs
+        if attrs is None:
+            attrs = self._attrs = _task_attributes(self._node, self._backend, self._pid, self._sid)
+        return attrs
+
+    @_attributes.setter
+    def _attributes(self, value: dict[str, Any]) -> None:
+        self._attrs = value
 
 
 def _layout_known() -> bool:
     """Whether this SDK's ReadableSpan and SpanContext are laid out as the
     shortcuts assume (checked once; otherwise the plain constructors are used)."""
     flags = TraceFlags(TraceFlags.SAMPLED)
+
+    class Probe(ReadableSpan):
+        _attributes = property(lambda self: {"probe": 1}, lambda self, value: None)
+
     try:
         fields = set(vars(ReadableSpan("probe")))
         ctx = tuple.__new__(SpanContext, (1, 2, False, flags, DEFAULT_TRACE_STATE, True))
-        return fields <= _SPAN_FIELDS and ctx == SpanContext(1, 2, False, flags) and ctx.is_valid
+        lazy = Probe("probe").attributes == {"probe": 1}  # read through _attributes
+        return (
+            fields <= _SPAN_FIELDS
+            and lazy
+            and ctx == SpanContext(1, 2, False, flags)
+            and ctx.is_valid
+        )
     except Exception:
         return False
 
@@ -127,7 +156,7 @@ class SpanTree:
             self.task_span = type(
                 "TaskSpan",
                 (_TaskSpan,),
-                {"_resource": self.resource, "_instrumentation_scope": self.scope},
+                {"_resource": self.resource, "_instrumentation_scope": self.scope, "_sid": sid},
             )
 
     def workflow(self, wid: str, t: int) -> SpanContext:
@@ -143,22 +172,24 @@ class SpanTree:
             ctx = self.wf_ctx[wid] = span.get_span_context()
         return ctx
 
-    def parent_of(self, node: Node, t_end: int) -> SpanContext:
+    def parent_of(self, node: Node, start: int, end: int) -> SpanContext:
+        """The span context of ``node``'s block, else of its workflow (opened at
+        ``start`` if new; ``end`` extends it), else the session's."""
         if node.parent is not None:
             return self.block_ctx.get(node.parent, self.session_ctx)
         wid = node.workflow_id
         if wid is None:
             return self.session_ctx
-        if t_end > self.wf_end.get(wid, 0):
-            self.wf_end[wid] = t_end
-        return self.wf_ctx.get(wid) or self.workflow(wid, t_end)
+        if end > self.wf_end.get(wid, 0):
+            self.wf_end[wid] = end
+        return self.wf_ctx.get(wid) or self.workflow(wid, start)
 
     def block_started(self, node: Node, pid: int, t: int) -> None:
         attrs = _attributes(node, ENGINE_BACKEND, pid, self.sid)
         attrs["asyncflow.workflow_id"] = node.key  # as AsyncFlow: a block is a workflow
         if node.workflow_id is not None:
             attrs["asyncflow.parent_workflow_id"] = node.workflow_id
-        parent = self.parent_of(node, t)
+        parent = self.parent_of(node, t, t)
         span = self.tracer.start_span(
             "block",
             context=trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
@@ -168,41 +199,38 @@ class SpanTree:
         self.blocks[node.key] = span
         self.block_ctx[node.key] = span.get_span_context()
 
+    def tasks_done(self, done: Sequence[tuple[Node, str, int, int]], end: int) -> None:
+        """Spans of tasks that ended done together at ``end``: ``(node, backend,
+        partition id, start)`` each. One loop, its lookups hoisted: the common end."""
+        make = self.task_span
+        if make is None:
+            for node, backend, pid, start in done:
+                self.task_ended(node, backend, pid, start, end, DONE, None)
+            return
+        on_end, new_id, blocks, session = self.on_end, self.new_id, self.blocks, self.session_ctx
+        trace_id, flags, new = self.trace_id, self.flags, tuple.__new__
+        for node, backend, pid, start in done:
+            if backend == ENGINE_BACKEND and node.key in blocks:
+                self._end_block(blocks.pop(node.key), node, end, DONE, None)
+                continue
+            if node.parent is None and node.workflow_id is None:
+                parent = session
+            else:
+                parent = self.parent_of(node, start, end)
+            context = new(SpanContext, (trace_id, new_id(), False, flags, _TS, True))
+            on_end(make(context, parent, node, backend, pid, start, end))
+
     def task_ended(
         self, node: Node, backend: str, pid: int, start: int, end: int, outcome: int, err: Any
     ) -> None:
         if backend == ENGINE_BACKEND and node.key in self.blocks:
             self._end_block(self.blocks.pop(node.key), node, end, outcome, err)
             return
-        attrs = {
-            "session_id": self.sid,
-            "task_id": node.key,
-            "executable": node.name,
-            "task_type": node.kind._value_,  # the plain str (Enum.value is slower)
-            "backend": backend,
-            "status": _STATUS[outcome],
-            "asyncflow.state": _STATE[outcome],
-            "asyncflow.partition_id": pid,
-        }
-        # parent_of(), inlined: this runs once per task
-        wid, block = node.workflow_id, node.parent
-        if wid is not None:
-            attrs["asyncflow.workflow_id"] = wid
-        if block is not None:
-            attrs["asyncflow.block_id"] = block
-            parent = self.block_ctx.get(block, self.session_ctx)
-        elif wid is not None:
-            parent = self.wf_ctx.get(wid) or self.workflow(wid, start)
-            if end > self.wf_end.get(wid, 0):
-                self.wf_end[wid] = end
-        else:
-            parent = self.session_ctx
-        if outcome == 0 and self.task_span is not None:  # the common case, fast
-            context = tuple.__new__(
-                SpanContext, (self.trace_id, self.new_id(), False, self.flags, _TS, True)
-            )
-            self.on_end(self.task_span(context, parent, attrs, start, end))
+        if outcome == DONE and self.task_span is not None:
+            self.tasks_done(((node, backend, pid, start),), end)
             return
+        attrs = _task_attributes(node, backend, pid, self.sid, outcome)
+        parent = self.parent_of(node, start, end)
         context = SpanContext(self.trace_id, self.new_id(), False, self.flags)
         status, events = self._outcome(attrs, outcome, err, end)
         span = ReadableSpan(
@@ -243,7 +271,7 @@ class SpanTree:
             span.add_event(event.name, event.attributes, event.timestamp)
         span.set_status(status)
         span.end(end_time=end)
-        self.parent_of(node, end)  # a block's end extends its workflow
+        self.parent_of(node, end, end)  # a block's end extends its workflow
 
     def close(self, now: int) -> None:
         for key, span in list(self.blocks.items()):
@@ -261,12 +289,23 @@ def _attributes(node: Node, backend: str, pid: int, sid: str) -> dict[str, Any]:
         "session_id": sid,
         "task_id": node.key,
         "executable": node.name,
-        "task_type": node.kind._value_,
+        "task_type": node.kind._value_,  # the plain str (Enum.value is slower)
         "backend": backend,
         "asyncflow.partition_id": pid,
     }
     if node.parent is not None:
         attrs["asyncflow.block_id"] = node.parent
+    return attrs
+
+
+def _task_attributes(
+    node: Node, backend: str, pid: int, sid: str, outcome: int = DONE
+) -> dict[str, Any]:
+    attrs = _attributes(node, backend, pid, sid)
+    attrs["status"] = _STATUS[outcome]
+    attrs["asyncflow.state"] = _STATE[outcome]
+    if node.workflow_id is not None:
+        attrs["asyncflow.workflow_id"] = node.workflow_id
     return attrs
 
 
