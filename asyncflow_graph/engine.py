@@ -1,9 +1,10 @@
 """``WorkflowEngine``: the AsyncFlow-compatible face, a thin layer over the
 graph, the compiler and the executor.
 
-Eager mode (AsyncFlow's): nodes added during one loop turn are compiled together
-at the end of the turn and submitted. Lazy mode (Dask's): nodes wait in the graph
-until a handle is awaited; then exactly its ancestors are compiled and run.
+Eager mode (AsyncFlow's): nodes added during one loop turn are compiled at the end
+of the turn and submitted (a large turn in slices, one per loop turn). Lazy mode
+(Dask's): nodes wait in the graph until a handle is awaited; then exactly its
+ancestors are compiled and run.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .executor import Executor
 from .executor.events import RunObserver
 from .graph import Graph
 from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture
-from .spec import Node, TaskKind
+from .spec import EMPTY_MAPPING, Node, TaskKind
 
 if TYPE_CHECKING:
     from .visualize import Drawing
@@ -272,7 +273,7 @@ class WorkflowEngine:
         self._take_pending()
         if self._backlog:
             self._compile_slice()
-            if self._backlog:
+            if self._backlog and not self._flush_scheduled:  # a slice's tasks may add more
                 self._schedule_flush()
 
     def _flush(self) -> None:
@@ -294,13 +295,17 @@ class WorkflowEngine:
             self._backlog.append(iter(batch.items()))
 
     def _compile_slice(self) -> None:
-        items = self._backlog[0]
-        chunk = dict(itertools.islice(items, COMPILE_CHUNK))
-        if len(chunk) < COMPILE_CHUNK:
-            self._backlog.popleft()
-        if chunk:
-            with gc_paused(len(chunk)):
-                self._executor.add_plan(self._compile(chunk))
+        backlog = self._backlog
+        while backlog:
+            chunk = dict(itertools.islice(backlog[0], COMPILE_CHUNK))
+            if len(chunk) < COMPILE_CHUNK:
+                backlog.popleft()
+            if chunk:
+                pre = self._precancelled
+                cancelled = {k: pre.pop(k) for k in chunk if k in pre} if pre else EMPTY_MAPPING
+                with gc_paused(len(chunk)):
+                    self._executor.add_plan(self._compile(chunk), cancelled)
+                return
 
     def _compile(self, nodes: Mapping[str, Node]) -> Plan:
         return compile_plan(
@@ -337,13 +342,12 @@ class WorkflowEngine:
         return await node.func(*args, **kwargs)
 
     def _cancel(self, fut: TaskFuture, msg: Any) -> bool:
-        if self.execution == "lazy" and not self._executor.state.knows(fut.key):
-            # Not compiled yet: remember, so dependents demanded later are cancelled.
+        if not self._executor.state.knows(fut.key):
+            # Not compiled yet (lazy: not demanded; eager: created this turn or waiting in
+            # the backlog): remember, so it and its dependents end cancelled when compiled.
             self._precancelled[fut.key] = msg
             fut.state = "CANCELLED"
             return asyncio.Future.cancel(fut, msg)
-        if not self._executor.state.knows(fut.key):
-            self._flush()  # created this turn, or waiting in the backlog
         return self._executor.cancel(fut.key, msg)
 
     # -- inspection -----------------------------------------------------------------------

@@ -17,6 +17,7 @@ from asyncflow_graph.errors import BackendError
 
 pytestmark = pytest.mark.timeout(30)
 
+
 class TestLocalThreads(BackendConformance):
     runs_in_process = True
     interrupts_running = True  # async tasks run on the loop and are cancelled there

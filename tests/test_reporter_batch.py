@@ -169,3 +169,103 @@ def test_gc_paused_restores_the_state():
     with pytest.raises(RuntimeError), gc_paused(BURST + 1):
         raise RuntimeError
     assert gc.isenabled()
+
+
+# ---------------------------------------------------------------- on_done_many
+
+
+class Batches(RunObserver):
+    """Records each on_done_many batch and each failure, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
+
+    def on_done_many(self, done):
+        self.events.append(("done", [k for k, _ in done]))
+
+    def on_failed(self, key, exc):
+        self.events.append(("failed", key))
+
+
+async def test_done_keys_come_as_one_batch_and_in_order_around_failures(engine):
+    flow, backend = engine
+
+    @flow.function_task
+    def good():
+        return 1
+
+    @flow.function_task
+    def bad():
+        return 1
+
+    seen = Batches()
+    flow.add_observer(seen)
+    a, b, c = good(), bad(), good()
+    await asyncio.wait_for(backend.arrived.wait(), T)
+    backend.release()  # a done, b failed, c done: one report
+    assert await a == 1 and await c == 1
+    assert seen.events == [("done", [a.key]), ("failed", b.key), ("done", [c.key])]
+    assert flow._executor._done_batch is None
+
+
+async def test_an_observer_overriding_only_on_done_many_hears_single_reports_too(tmp_path):
+    from asyncflow_graph import LocalExecutionBackend
+
+    def plain(x):  # a plain function: the thread pool reports it with done()
+        return x
+
+    async with await WorkflowEngine.create(
+        backend=LocalExecutionBackend(), work_dir=tmp_path
+    ) as flow:
+        seen = Batches()
+        flow.add_observer(seen)
+        h = flow.function_task(plain)(7)
+        assert await h == 7
+        assert ("done", [h.key]) in seen.events
+
+
+async def test_a_raising_on_done_loses_only_its_own_key(engine, caplog):
+    flow, backend = engine
+
+    @flow.function_task
+    def src():
+        return 1
+
+    class Picky(RunObserver):
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def on_done(self, key, value):
+            if key == first.key:
+                raise RuntimeError("observer bug")
+            self.keys.append(key)
+
+    picky = Picky()
+    flow.add_observer(picky)
+    first, second, third = src(), src(), src()
+    await asyncio.wait_for(backend.arrived.wait(), T)
+    backend.release()
+    assert await asyncio.gather(first, second, third) == [1, 1, 1]
+    assert picky.keys == [second.key, third.key]
+    assert "observer bug" in caplog.text or "on_done" in caplog.text
+
+
+async def test_a_report_that_raises_leaves_no_batch_open(engine):
+    flow, backend = engine
+
+    @flow.function_task
+    def src():
+        return 1
+
+    flow.add_observer(Batches())
+    h = src()
+    await asyncio.wait_for(backend.arrived.wait(), T)
+
+    def broken():
+        yield (h.key, True, 1)
+        raise RuntimeError("the backend's report broke")
+
+    with pytest.raises(RuntimeError, match="report broke"):
+        flow._executor.ended(broken())
+    assert flow._executor._done_batch is None and flow._executor._held is None
+    assert await h == 1

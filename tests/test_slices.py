@@ -125,3 +125,75 @@ async def test_default_slice_size_runs_a_large_fan_out(tmp_path):
         joined = task(handles[0], handles[-1])
         assert sum(await asyncio.gather(*handles)) == n
         assert await joined == 3
+
+
+async def test_a_block_cancelled_while_its_members_wait_in_the_backlog(flow):
+    ran: list[int] = []
+    gate = asyncio.Event()
+
+    @flow.function_task
+    async def member(i: int) -> int:
+        ran.append(i)
+        return i
+
+    @flow.block
+    async def body():
+        handles = [member(i) for i in range(40)]
+        gate.set()
+        return await asyncio.gather(*handles)
+
+    blk = body()
+    await gate.wait()  # the body created its 40 members; one slice at most is compiled
+    assert flow._backlog
+    blk.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await blk
+    await flow.shutdown()
+    members = [f for k, f in flow._executor.futures.items() if k != blk.key]
+    assert len(members) == 40 and all(f.done() for f in members)
+    assert len(ran) <= CHUNK, "members compiled after their block ended never ran"
+    assert sum(f.cancelled() for f in members) >= 40 - CHUNK
+
+
+async def test_cancel_of_a_backlog_key_from_an_observer_during_a_slice(flow):
+    task = flow.function_task(inc)
+
+    class CancelLater(RunObserver):
+        def on_plan(self, plan):
+            if handles[0].key in plan.nodes:
+                assert handles[20].cancel() is True  # still in the backlog
+
+    flow.add_observer(CancelLater())
+    handles = [task() for _ in range(30)]
+    dependent = task(handles[20])
+    with pytest.raises(asyncio.CancelledError):
+        await dependent
+    assert handles[20].cancelled()
+    rest = [h for i, h in enumerate(handles) if i != 20]
+    assert await asyncio.gather(*rest) == [1] * 29
+
+
+async def test_tasks_created_inside_a_slice_keep_one_flush_per_turn(flow, monkeypatch):
+    queued = {"now": 0, "most": 0}
+    schedule, turn = flow._schedule_flush, flow._flush_turn
+
+    def counting_schedule():
+        queued["now"] += 1
+        queued["most"] = max(queued["most"], queued["now"])
+        schedule()
+
+    def counting_turn():
+        queued["now"] -= 1
+        turn()
+
+    monkeypatch.setattr(flow, "_schedule_flush", counting_schedule)
+    monkeypatch.setattr(flow, "_flush_turn", counting_turn)
+    task = flow.function_task(inc)
+
+    @flow.function_task
+    async def spawner() -> int:
+        return await task()  # creates a task from inside a slice's submit
+
+    handles = [spawner() for _ in range(64)]
+    assert await asyncio.gather(*handles) == [1] * 64
+    assert queued["most"] <= 1, "at most one _flush_turn is queued at a time"

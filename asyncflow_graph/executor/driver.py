@@ -93,8 +93,18 @@ class Executor:
             h: tuple(getattr(o, h) for o in observers if overridden(o, h)) for h in HOOKS
         }
         self._on_running = self._hooks["on_running"]
-        self._on_done = self._hooks["on_done"]
-        self._on_done_many = tuple(o.on_done_many for o in observers if overridden(o, "on_done"))
+        # Batches go to on_done_many; an observer that overrides only one of the two
+        # hooks gets the other built from it, each key's call failing on its own.
+        one: list[Callable[[str, Any], Any]] = []
+        many: list[Callable[[list[tuple[str, Any]]], Any]] = []
+        for o in observers:
+            if overridden(o, "on_done_many"):
+                many.append(o.on_done_many)
+                one.append(o.on_done if overridden(o, "on_done") else partial(_one, o))
+            elif overridden(o, "on_done"):
+                many.append(partial(_each, o.on_done))
+                one.append(o.on_done)
+        self._on_done, self._on_done_many = tuple(one), tuple(many)
 
     def _notify(self, hook: str, *args: Any) -> None:
         for fn in self._hooks[hook]:
@@ -144,9 +154,17 @@ class Executor:
     def add_plan(self, plan: Plan, cancelled: Mapping[str, Any] = EMPTY_MAPPING) -> None:
         """Register a compiled batch and submit whatever is ready; keys in
         ``cancelled`` were cancelled before they were compiled."""
+        state = self.state
         for key, node in plan.nodes.items():
-            if node.parent is not None:
-                self._members.setdefault(node.parent, []).append(key)
+            block = node.parent
+            if block is None:
+                continue
+            if block in state.cancelled or block in state.failures:
+                # compiled after its block ended (it waited in the engine's backlog):
+                # it ends as the block's other members did
+                cancelled = {**cancelled, key: state.cancelled.get(block)}
+            else:
+                self._members.setdefault(block, []).append(key)
         if self.observers:
             self._notify("on_plan", plan)
         ready, ended = self.state.add(plan.nodes, plan.units, plan.errors, cancelled)
@@ -350,8 +368,8 @@ class Executor:
         # Hold what becomes ready until every outcome is recorded: one submission
         # per backend for the lot, not one per finished key. Observers hear of the
         # keys done in one on_done_many call, before any dependent is submitted.
-        outer, self._held = self._held, []
         self._tell_done()  # a report nested in another: the outer keys come first
+        outer, self._held = self._held, []
         outer_batch, self._done_batch = self._done_batch, [] if self._on_done_many else None
         try:
             for key, ok, value in outcomes:
@@ -361,17 +379,20 @@ class Executor:
                     self.failed(key, value)
         finally:
             held, self._held = self._held, outer
-            self._tell_done()
-            self._done_batch = outer_batch
+            done, self._done_batch = self._done_batch, outer_batch
+            if done:
+                self._tell_done_many(done)
         if held:
             self._dispatch_open(held)  # skips any cancelled meanwhile
 
     def _tell_done(self) -> None:
         """Hand the keys done so far in this batch to the observers."""
         batch = self._done_batch
-        if not batch:
-            return
-        self._done_batch = []
+        if batch:
+            self._done_batch = []
+            self._tell_done_many(batch)
+
+    def _tell_done_many(self, batch: list[tuple[str, Any]]) -> None:
         for fn in self._on_done_many:
             try:
                 fn(batch)
@@ -588,3 +609,17 @@ def _cancel_message(task: asyncio.Task[Any]) -> str | None:
     except asyncio.CancelledError as exc:
         return exc.args[0] if exc.args else None
     return None
+
+
+def _each(on_done: Callable[[str, Any], Any], done: list[tuple[str, Any]]) -> None:
+    """on_done_many from an observer's on_done: one call per key, each on its own."""
+    for key, value in done:
+        try:
+            on_done(key, value)
+        except Exception:
+            _observer_failed(on_done, "on_done")
+
+
+def _one(observer: RunObserver, key: str, value: Any) -> None:
+    """on_done from an observer's on_done_many."""
+    observer.on_done_many([(key, value)])

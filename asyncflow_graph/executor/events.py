@@ -64,9 +64,9 @@ class RunObserver:
 
     def on_done_many(self, done: Sequence[tuple[str, Any]]) -> None:
         """``(key, value)`` pairs a backend reported done together, in order: the
-        same as ``on_done`` for each pair, which is what this default does. Called
-        instead of ``on_done`` for batches, and only for observers that override
-        ``on_done``; override it too when a batch costs less as a whole."""
+        same as ``on_done`` for each pair. Called instead of ``on_done`` for batches.
+        Override ``on_done``, this, or both (when a batch costs less as a whole): the
+        executor builds the one you leave out from the other."""
         for key, value in done:
             self.on_done(key, value)
 

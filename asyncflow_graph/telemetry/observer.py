@@ -1,7 +1,7 @@
 """The one run observer behind ``start_telemetry()``: counts, durations, spans, events.
 
-It is on the executor's hot path, so it allocates nothing per task and is called
-once per task: ``on_plan`` and ``on_submitted`` work per batch, a key maps to its
+It is on the executor's hot path, so it allocates little per task and works per
+batch: ``on_plan``, ``on_submitted`` and ``on_done_many`` take a backend's batch, a key maps to its
 partition's shared record, counters are plain ints, durations and live counts are
 read from the executor, and the span recorder and the event sink are called only
 when they are on. (Every object allocated per task that lives until
@@ -74,7 +74,7 @@ class TelemetryObserver(RunObserver):
 
     It overrides no ``on_running``: durations come from the executor's
     :class:`~asyncflow_graph.executor.events.RunView` and live counts are read from
-    it when asked, so a task costs this observer one call at its end. The
+    it when asked, so a task costs this observer a share of one call per batch. The
     ``TaskStarted`` event is :class:`StartedEvents`' job, attached only while
     someone is subscribed."""
 
@@ -149,47 +149,31 @@ class TelemetryObserver(RunObserver):
                     for event_type in (TASK_RESOLVED, TASK_QUEUED, TASK_SUBMITTED):
                         emit(event_type, rec[0][k], backend, t)
 
-    def on_done(self, key: str, value: Any) -> None:
-        # The common ending, kept apart from _end() to spare a call per task.
-        rec = self.recs.pop(key, None)
-        if rec is None:  # planned before telemetry started
-            return
-        nodes, s, pid, created = rec
-        seconds = self._durations.get(key)
-        if seconds is not None:
-            s.recent.append(seconds)
-        s.completed += 1
-        if not s.completed & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
-            self._flush_durations()  # looked at every 16384 tasks only
-        if self.spans is not None:
-            self.spans.task_ended(nodes[key], s.name, pid, created, time_ns(), DONE, None)
-        if self.events is not None:
-            self.events(
-                TASK_COMPLETED, nodes[key], s.name, time_ns(), duration_seconds=seconds or 0.0
-            )
-
     def on_done_many(self, done: Sequence[tuple[str, Any]]) -> None:
-        # on_done() for a backend's batch, its lookups hoisted and one span call
+        # The common ending, for a backend's batch (single keys come as a batch of
+        # one): lookups hoisted, one call to the span tree for the lot.
         t = time_ns()
         recs, durations, events = self.recs, self._durations, self.events
         spans: list[tuple[Node, str, int, int]] | None = [] if self.spans is not None else None
-        for key, _value in done:
-            rec = recs.pop(key, None)
-            if rec is None:  # planned before telemetry started
-                continue
-            nodes, s, pid, created = rec
-            seconds = durations.get(key)
-            if seconds is not None:
-                s.recent.append(seconds)
-            s.completed += 1
-            if not s.completed & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
-                self._flush_durations()
-            if spans is not None:
-                spans.append((nodes[key], s.name, pid, created))
-            if events is not None:
-                events(TASK_COMPLETED, nodes[key], s.name, t, duration_seconds=seconds or 0.0)
-        if spans and self.spans is not None:
-            self.spans.tasks_done(spans, t)
+        try:
+            for key, _value in done:
+                rec = recs.pop(key, None)
+                if rec is None:  # planned before telemetry started
+                    continue
+                nodes, s, pid, created = rec
+                seconds = durations.get(key)
+                if seconds is not None:
+                    s.recent.append(seconds)
+                s.completed += 1
+                if not s.completed & 0x3FFF and len(s.recent) > MAX_PENDING_DURATIONS:
+                    self._flush_durations()  # looked at every 16384 tasks only
+                if spans is not None:
+                    spans.append((nodes[key], s.name, pid, created))
+                if events is not None:
+                    events(TASK_COMPLETED, nodes[key], s.name, t, duration_seconds=seconds or 0.0)
+        finally:  # the keys taken from recs get their spans even if a subscriber raised
+            if spans and self.spans is not None:
+                self.spans.tasks_done(spans, t)
 
     def _flush_durations(self) -> None:
         if self.flush_durations is not None:
