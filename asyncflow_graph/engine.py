@@ -105,6 +105,7 @@ class WorkflowEngine:
         )
         self._future_type = LazyTaskFuture if execution == "lazy" else TaskFuture
         self._flush_scheduled = False
+        self._compiling = False  # inside _compile_slice: a cancel must not flush
         self._precancelled: dict[str, Any] = {}
         self._closed = False
         self._start_failed = False
@@ -303,8 +304,12 @@ class WorkflowEngine:
             if chunk:
                 pre = self._precancelled
                 cancelled = {k: pre.pop(k) for k in chunk if k in pre} if pre else EMPTY_MAPPING
-                with gc_paused(len(chunk)):
-                    self._executor.add_plan(self._compile(chunk), cancelled)
+                self._compiling = True
+                try:
+                    with gc_paused(len(chunk)):
+                        self._executor.add_plan(self._compile(chunk), cancelled)
+                finally:
+                    self._compiling = False
                 return
 
     def _compile(self, nodes: Mapping[str, Node]) -> Plan:
@@ -342,9 +347,12 @@ class WorkflowEngine:
         return await node.func(*args, **kwargs)
 
     def _cancel(self, fut: TaskFuture, msg: Any) -> bool:
+        if not self._executor.state.knows(fut.key) and not self._compiling:
+            self._flush()  # eager: created this turn, or waiting in the backlog
         if not self._executor.state.knows(fut.key):
-            # Not compiled yet (lazy: not demanded; eager: created this turn or waiting in
-            # the backlog): remember, so it and its dependents end cancelled when compiled.
+            # Not compiled (lazy: not demanded; eager: cancelled from inside a slice's
+            # compile, e.g. by an observer): remember, so it and its dependents end
+            # cancelled when compiled.
             self._precancelled[fut.key] = msg
             fut.state = "CANCELLED"
             return asyncio.Future.cancel(fut, msg)
