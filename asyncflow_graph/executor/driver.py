@@ -155,6 +155,7 @@ class Executor:
         """Register a compiled batch and submit whatever is ready; keys in
         ``cancelled`` were cancelled before they were compiled."""
         state = self.state
+        late: dict[str, Any] = {}
         for key, node in plan.nodes.items():
             block = node.parent
             if block is None:
@@ -162,9 +163,11 @@ class Executor:
             if block in state.cancelled or block in state.failures:
                 # compiled after its block ended (it waited in the engine's backlog):
                 # it ends as the block's other members did
-                cancelled = {**cancelled, key: state.cancelled.get(block)}
+                late[key] = state.cancelled.get(block)
             else:
                 self._members.setdefault(block, []).append(key)
+        if late:
+            cancelled = {**cancelled, **late}
         if self.observers:
             self._notify("on_plan", plan)
         ready, ended = self.state.add(plan.nodes, plan.units, plan.errors, cancelled)
