@@ -79,7 +79,7 @@ async def gated(started: str, gate: str, cancelled_marker: str = "", limit: floa
     """Announce the start (a file holding this process's pid), then wait until ``gate``
     exists. Async so it also runs on backends that call functions on the event loop;
     ``limit`` bounds how long a worker that nobody releases stays busy."""
-    Path(started).write_text(str(os.getpid()))
+    announce_pid(started)
     deadline = time.monotonic() + limit
     try:
         while not os.path.exists(gate):
@@ -106,6 +106,14 @@ def flaky_once(counter: str) -> int:
 
 def raise_conformance(code: int) -> None:
     raise ConformanceError("typed failure", code)
+
+
+def announce_pid(path: str) -> None:
+    """Write this process's pid to ``path`` atomically: a reader polling for the file
+    (often in another process) never sees it created but still empty."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    Path(tmp).write_text(str(os.getpid()))
+    os.replace(tmp, path)
 
 
 async def wait_for_path(path: Path, timeout: float) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conformance import announce_pid
 
 __all__ = [
     "CLIENT_UNPICKLED",
@@ -362,7 +363,7 @@ def relabel(t: Tracked, label: str, *_: Any) -> Tracked:
 def block_until(started: str, gate: str, *_: Any, limit: float = 60.0) -> int:
     """Write this process's pid to ``started``, then block (a plain function: it holds a
     worker thread) until ``gate`` exists; return the pid."""
-    Path(started).write_text(str(os.getpid()))
+    announce_pid(started)
     deadline = time.monotonic() + limit
     while not os.path.exists(gate):
         if time.monotonic() > deadline:

@@ -371,6 +371,29 @@ async def test_cancel_releases_the_dask_futures(tmp_path):
         assert await settle(flow.function_task(lambda: 1, backend="dask")()) == 1
 
 
+async def test_cancels_of_one_turn_share_one_message_and_are_confirmed(tmp_path):
+    """The backend's cancel returns once the scheduler has let go of the keys (Dask's
+    own cancel only queues a message), and the cancels of one turn share a message."""
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    backend = DaskBackend(name="dask", n_workers=1, threads_per_worker=1, processes=False)
+    async with running(backend, work_dir=tmp_path) as flow:
+        client = backend.client
+        handles = [
+            flow.function_task(block_until, backend="dask")(str(started), str(gate), i)
+            for i in range(8)
+        ]
+        try:
+            await wait_for_path(started, T)
+            assert all(h.cancel() for h in handles)
+            await asyncio.wait(set(flow._executor._background), timeout=T)
+            # No polling here: when the cancels returned, the scheduler had forgotten.
+            assert await client.run_on_scheduler(_task_states) == {}
+            events = await client.get_events(client.id)
+            assert [e["count"] for _, e in events if e.get("action") == "cancel"] == [8]
+        finally:
+            gate.touch()
+
+
 # --------------------------------------------------------------------------- mixed workflow
 
 

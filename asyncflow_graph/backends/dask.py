@@ -33,6 +33,11 @@ __all__ = ["DaskExecutionBackend"]
 
 log = logging.getLogger("asyncflow_graph")
 
+#: how long ``cancel`` waits for the scheduler to confirm it let go of the keys
+CANCEL_CONFIRM_TIMEOUT = 10.0
+# Scheduler task states in which a task may still run, or start its dependents.
+_IN_FLIGHT = frozenset({"waiting", "queued", "no-worker", "processing"})
+
 
 class _Call:
     """What a worker needs to run one node: shipped inside the Dask task as an
@@ -179,6 +184,8 @@ class DaskExecutionBackend(Backend):
         self._own_cluster: Any = None
         self._futures: dict[str, Any] = {}  # our key -> Dask future while it runs
         self._watchers: set[asyncio.Task[None]] = set()
+        self._to_cancel: list[Any] = []  # Dask futures the next cancel message stops
+        self._cancelling: asyncio.Future[None] | None = None
         self._closed = False
         self._tag = ""
 
@@ -356,9 +363,51 @@ class DaskExecutionBackend(Backend):
             self._send(batch.rerun(lost, done, self.name), attempt + 1)
 
     async def cancel(self, work: Work) -> None:
+        """Returns once the scheduler has let go of the keys, so nothing that depended
+        on them starts afterwards. The cancels of one loop turn share one message."""
         futures = [f for n in work.nodes if (f := self._futures.pop(n.key, None)) is not None]
-        if futures and self._client is not None:
-            await self._client.cancel(futures)
+        if not futures or self._client is None:
+            return
+        self._to_cancel.extend(futures)
+        if self._cancelling is None:
+            # Starts after the other cancels spawned this turn have queued theirs.
+            self._cancelling = asyncio.ensure_future(self._cancel_batch())
+        await asyncio.shield(self._cancelling)
+
+    async def _cancel_batch(self) -> None:
+        futures, self._to_cancel = self._to_cancel, []
+        self._cancelling = None  # a cancel from now on starts the next batch
+        try:
+            # Dask sends "cancel-keys" on the client's batched stream and does not wait
+            # for the scheduler: without the check below, a task that finishes right
+            # after a cancel could still start the dependents the cancel was to stop.
+            await self.client.cancel(futures)
+            await self._until_let_go([f.key for f in futures])
+        except Exception as exc:  # the cluster may be gone: nothing is left to stop
+            log.warning(
+                "dask backend %r: cancelling %d tasks failed: %r", self.name, len(futures), exc
+            )
+
+    async def _until_let_go(self, keys: list[str]) -> None:
+        deadline = asyncio.get_running_loop().time() + CANCEL_CONFIRM_TIMEOUT
+        pause = 0.005
+        while True:
+            states = await self.client.scheduler.get_task_status(keys=keys)
+            keys = [k for k, st in states.items() if st in _IN_FLIGHT]
+            if not keys:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning(
+                    "dask backend %r: the scheduler still runs %d cancelled tasks after "
+                    "%s s (e.g. %s)",
+                    self.name,
+                    len(keys),
+                    CANCEL_CONFIRM_TIMEOUT,
+                    keys[0],
+                )
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.1)
 
     async def fetch(self, ref: Any) -> Any:
         return await ref.result()
