@@ -129,7 +129,9 @@ class Backend(ABC):
         """Schedule ``works`` (all ready now) and return at once."""
 
     async def cancel(self, work: Work) -> None:  # noqa: B027 - optional hook
-        """Stop ``work`` if it is running; report ``cancelled`` for what stopped."""
+        """Stop ``work`` if it is running; report ``cancelled`` for what stopped.
+        When it returns, the backend starts nothing of ``work`` any more (a remote
+        backend waits for its scheduler to confirm)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every resource; called once at engine shutdown."""
