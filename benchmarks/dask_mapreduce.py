@@ -73,13 +73,17 @@ async def main(maps: int, repeat: int, processes: bool) -> None:
         base = statistics.median(times["dask.delayed + client.compute"])
         tasks = 2 * maps - 1
         kind = "processes" if processes else "threads"
-        print(f"| system ({tasks} tasks, LocalCluster 2x1 {kind}) | median s | min-max s | "
-              "tasks/s | x dask |")
+        print(
+            f"| system ({tasks} tasks, LocalCluster 2x1 {kind}) | median s | min-max s | "
+            "tasks/s | x dask |"
+        )
         print("|---|---|---|---|---|")
         for name, ts in times.items():
             med = statistics.median(ts)
-            print(f"| {name} | {med:.3f} | {min(ts):.3f}-{max(ts):.3f} | {tasks / med:,.0f} | "
-                  f"{med / base:.2f} |")
+            print(
+                f"| {name} | {med:.3f} | {min(ts):.3f}-{max(ts):.3f} | {tasks / med:,.0f} | "
+                f"{med / base:.2f} |"
+            )
 
 
 if __name__ == "__main__":

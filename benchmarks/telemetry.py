@@ -56,9 +56,12 @@ async def _noop() -> None:
     return None
 
 
-async def _run(n: int, setup: Callable[[WorkflowEngine], Awaitable[Any]]) -> tuple[float, float]:
-    """(seconds to all results, seconds to end the telemetry)."""
-    flow = await WorkflowEngine.create(backend=LocalExecutionBackend())
+async def _run(
+    n: int, setup: Callable[[WorkflowEngine], Awaitable[Any]], work_dir: Path
+) -> tuple[float, float]:
+    """(seconds to all results, seconds to end the telemetry). Each engine makes its
+    session directory under ``work_dir``, not in the current directory."""
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=work_dir)
     try:
         task = flow.function_task(_noop)
         stop = await setup(flow)
@@ -159,13 +162,13 @@ def measure(n: int, repeat: int) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         configs = _configs(n, Path(tmp))
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
-        asyncio.run(_run(1000, configs["telemetry off"]))  # warm-up: imports, pools
+        asyncio.run(_run(1000, configs["telemetry off"], Path(tmp)))  # warm-up: imports, pools
         names = list(configs)
         for r in range(repeat):
             # rotate the order each round, so no configuration always runs first
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 gc.collect()  # the last run's garbage must not be collected in this one
-                runs[name].append(asyncio.run(_run(n, configs[name])))
+                runs[name].append(asyncio.run(_run(n, configs[name], Path(tmp))))
                 print(f"  {name}: {runs[name][-1][0]:.3f} s", file=sys.stderr)
     floor = statistics.median(_sdk_floor(n) for _ in range(repeat))
     runs["(reference) OTel SDK span objects alone, tight loop, no engine"] = [(floor, 0.0)]
