@@ -35,7 +35,7 @@ def run_log(tmp_path_factory) -> Path:
     async def main() -> None:
         cpu = LocalExecutionBackend(ThreadPoolExecutor(2), name="cpu")
         gpu = LocalExecutionBackend(ThreadPoolExecutor(1), name="gpu")
-        flow = await WorkflowEngine.create(backend=[cpu, gpu])
+        flow = await WorkflowEngine.create(backend=[cpu, gpu], work_dir=path.parent)
         started = asyncio.Event()
 
         @flow.function_task
