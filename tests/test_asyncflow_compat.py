@@ -36,12 +36,6 @@ TASK_KEYS = {
 WAIT = 30  # seconds; an upper bound for event waits, never a synchronisation delay
 
 
-@pytest.fixture(autouse=True)
-def _in_tmp_dir(tmp_path, monkeypatch):
-    # Engines may create per-session work directories under the cwd.
-    monkeypatch.chdir(tmp_path)
-
-
 @pytest.fixture
 async def flow():
     backend = await LocalExecutionBackend()

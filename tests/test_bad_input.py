@@ -23,13 +23,6 @@ from asyncflow_graph.errors import (
 )
 
 
-@pytest.fixture
-async def flow(tmp_path: Path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
 async def still_works(flow: WorkflowEngine) -> None:
     @flow.function_task
     async def ok() -> str:

@@ -25,13 +25,6 @@ T = 5  # generous bound for waiting on events
 
 
 @pytest.fixture
-async def flow(tmp_path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
-@pytest.fixture
 async def lazy(tmp_path):
     engine = await WorkflowEngine.create(
         backend=LocalExecutionBackend(), work_dir=tmp_path, execution="lazy"

@@ -82,10 +82,9 @@ async def test_02_compute_inside_a_running_loop() -> None:
     assert "await WorkflowEngine.create(" in message and "`await` the handles" in message
 
 
-def test_02_compute_outside_a_loop_still_works(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)  # compute()'s engine keeps its work directory in the cwd
+def test_02_compute_outside_a_loop_still_works() -> None:
+    # compute()'s engine keeps its work directory in the cwd: each test runs in its
+    # own tmp_path (tests/conftest.py)
 
     @ag.function_task
     def double(x: int) -> int:
@@ -202,11 +201,8 @@ async def test_08_executable_builder_returns_nothing(flow: WorkflowEngine) -> No
 # 9 ---------------------------------------------------------------------------------------
 
 
-async def test_09_input_file_nobody_produces(
-    flow: WorkflowEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-
+async def test_09_input_file_nobody_produces(flow: WorkflowEngine) -> None:
+    # relative file names resolve in the cwd: this test's tmp_path (tests/conftest.py)
     @flow.function_task
     def produce(out: OutputFile) -> str:
         Path(out).write_text("1,2,3")

@@ -21,13 +21,6 @@ from asyncflow_graph.errors import BackendError, DependencyFailureError, TaskTim
 T = 10  # generous bound for waiting on events (never a synchronization sleep)
 
 
-@pytest.fixture
-async def flow(tmp_path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
 def ultimate_cause(exc: BaseException) -> BaseException:
     """Follow DependencyFailureError.root_cause down to the original exception."""
     while isinstance(exc, DependencyFailureError):

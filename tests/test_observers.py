@@ -12,13 +12,6 @@ from asyncflow_graph.executor.events import RunObserver, RunView
 T = 5
 
 
-@pytest.fixture
-async def flow(tmp_path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
 class EndsOnly(RunObserver):
     """Overrides one hook: the executor must call that one and no other."""
 

@@ -15,13 +15,6 @@ from asyncflow_graph.errors import DependencyFailureError
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-async def flow(tmp_path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
 @pytest.mark.timeout(120)
 async def test_100k_noop_tasks_one_eager_run(flow):
     n = 100_000

@@ -22,13 +22,6 @@ from asyncflow_graph.errors import DependencyFailureError
 T = 5
 
 
-@pytest.fixture
-async def flow(tmp_path):
-    engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
-    yield engine
-    await engine.shutdown()
-
-
 async def traced(flow, **kwargs):
     exporter = InMemorySpanExporter()
     tel = await flow.start_telemetry(span_processors=[SimpleSpanProcessor(exporter)], **kwargs)
