@@ -42,6 +42,12 @@ class FakeOpenAI:
         self.max_active = 0
         self.aborted = 0  # requests the client gave up on (cancelled mid-flight)
         self.transport = httpx.MockTransport(self.handle)
+        self._arrived = asyncio.Condition()
+
+    async def until_active(self, n: int) -> None:
+        """Wait until ``n`` requests are in flight at once."""
+        async with self._arrived:
+            await self._arrived.wait_for(lambda: self.active >= n)
 
     def completions(self) -> list[dict[str, Any]]:
         return [b for b in self.bodies if "prompt" in b or "messages" in b]
@@ -54,6 +60,8 @@ class FakeOpenAI:
         self.headers.append(request.headers)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        async with self._arrived:
+            self._arrived.notify_all()
         try:
             if self.behave is not None:
                 resp = await self.behave(request, body)
@@ -65,6 +73,18 @@ class FakeOpenAI:
             raise
         finally:
             self.active -= 1
+
+
+def held_until(gate: asyncio.Event, started: asyncio.Event | None = None) -> Behaviour:
+    """A behaviour that holds every request until ``gate`` is set, then answers as
+    usual; ``started`` is set when a request arrives."""
+
+    async def hold(request: httpx.Request, body: dict[str, Any]) -> None:
+        if started is not None:
+            started.set()
+        await gate.wait()
+
+    return hold
 
 
 USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
@@ -160,12 +180,7 @@ async def test_prompts_ready_together_go_in_one_request_matched_by_index(stream)
 
 async def test_max_batch_splits_and_max_concurrency_bounds_requests():
     release = asyncio.Event()
-
-    async def hold(request, body):
-        await release.wait()
-        return None
-
-    fake = FakeOpenAI(hold)
+    fake = FakeOpenAI(held_until(release))
     ai = backend(fake, max_batch=4, max_concurrency=2)
     flow = await engine(ai)
 
@@ -174,8 +189,7 @@ async def test_max_batch_splits_and_max_concurrency_bounds_requests():
         return f"p{i}"
 
     futures = [ask(i) for i in range(10)]
-    while fake.active < 2:
-        await asyncio.sleep(0)
+    await fake.until_active(2)
     assert len(fake.bodies) == 2  # the third batch waits for a free slot
     release.set()
     assert await asyncio.gather(*futures) == [f"echo:p{i}" for i in range(10)]
@@ -201,8 +215,7 @@ async def test_prompts_arriving_while_slots_are_busy_batch_up():
         return text
 
     first = ask("first")
-    while fake.active < 1:
-        await asyncio.sleep(0)
+    await fake.until_active(1)
     later = []
     for i in range(5):  # one per loop turn: each would be its own request otherwise
         later.append(ask(f"later {i}"))
@@ -268,12 +281,7 @@ async def test_generation_options_from_defaults_decorator_and_description():
 
 async def test_chat_endpoint_sends_system_prompt_and_runs_requests_concurrently():
     release = asyncio.Event()
-
-    async def hold(request, body):
-        await release.wait()
-        return None
-
-    fake = FakeOpenAI(hold)
+    fake = FakeOpenAI(held_until(release))
     ai = backend(fake, endpoint="chat", max_concurrency=3, system="Be brief.")
     flow = await engine(ai)
 
@@ -286,8 +294,7 @@ async def test_chat_endpoint_sends_system_prompt_and_runs_requests_concurrently(
         return "why"
 
     futures = [ask(i) for i in range(4)] + [verbose()]
-    while fake.active < 3:
-        await asyncio.sleep(0)
+    await fake.until_active(3)
     release.set()
     out = await asyncio.gather(*futures)
     assert out[:4] == [f"chat:Be brief.|q{i}" for i in range(4)]
@@ -641,15 +648,8 @@ async def test_cancel_closes_the_in_flight_request():
 
 
 async def test_cancelling_one_task_of_a_batch_keeps_the_others():
-    gate = asyncio.Event()
-    started = asyncio.Event()
-
-    async def hold(request, body):
-        started.set()
-        await gate.wait()
-        return None
-
-    fake = FakeOpenAI(hold)
+    gate, started = asyncio.Event(), asyncio.Event()
+    fake = FakeOpenAI(held_until(gate, started))
     ai = backend(fake)
     flow = await engine(ai)
 
@@ -670,12 +670,7 @@ async def test_cancelling_one_task_of_a_batch_keeps_the_others():
 
 async def test_per_task_timeout_in_a_batch_fails_only_that_task():
     gate = asyncio.Event()
-
-    async def hold(request, body):
-        await gate.wait()
-        return None
-
-    fake = FakeOpenAI(hold)
+    fake = FakeOpenAI(held_until(gate))
     ai = backend(fake)
     flow = await engine(ai)
 
@@ -706,8 +701,7 @@ async def test_shutdown_cancels_queued_and_running_prompts_without_hanging():
         return f"p{i}"
 
     futures = [ask(i) for i in range(5)]
-    while fake.active < 1:
-        await asyncio.sleep(0)
+    await fake.until_active(1)
     await flow.shutdown()
     assert all(f.cancelled() for f in futures)
     assert fake.aborted == 1 and ai.state() == "SHUTDOWN"
