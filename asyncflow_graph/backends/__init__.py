@@ -3,9 +3,7 @@ until used (``from asyncflow_graph.backends import LocalExecutionBackend``)."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_attributes
 from .base import Backend, BackendContext, Command, Remote, Reporter, Work
 
 __all__ = [
@@ -22,17 +20,13 @@ __all__ = [
     "Work",
 ]
 
-_LAZY = {
-    "LocalExecutionBackend": ".local",
-    "NoopExecutionBackend": ".noop",
-    "AsyncFlowBackendAdapter": ".adapter",
-    "DaskExecutionBackend": ".dask",
-    "OpenAIInferenceBackend": ".openai",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "LocalExecutionBackend": ".local",
+        "NoopExecutionBackend": ".noop",
+        "AsyncFlowBackendAdapter": ".adapter",
+        "DaskExecutionBackend": ".dask",
+        "OpenAIInferenceBackend": ".openai",
+    },
+)

@@ -16,13 +16,14 @@ needs them is used, never on ``import asyncflow_graph``.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ..engine import WorkflowEngine
@@ -47,26 +48,22 @@ __all__ = [
     "start_telemetry",
 ]
 
-_LAZY = {
-    "EventLog": ".eventlog",
-    "EventRecord": ".eventlog",
-    "TaskRecord": ".eventlog",
-    "load_tasks": ".eventlog",
-    "read_events": ".eventlog",
-    "record_events": ".eventlog",
-    "TelemetryEvent": ".manager",
-    "TelemetryManager": ".manager",
-    "ProgressBar": ".progress",
-    "show_progress": ".progress",
-    "plot_timeline": ".timeline",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "EventLog": ".eventlog",
+        "EventRecord": ".eventlog",
+        "TaskRecord": ".eventlog",
+        "load_tasks": ".eventlog",
+        "read_events": ".eventlog",
+        "record_events": ".eventlog",
+        "TelemetryEvent": ".manager",
+        "TelemetryManager": ".manager",
+        "ProgressBar": ".progress",
+        "show_progress": ".progress",
+        "plot_timeline": ".timeline",
+    },
+)
 
 
 async def start_telemetry(
