@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from procs import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -141,13 +142,6 @@ def _cleanup_runs() -> Iterator[None]:
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
-def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @functools.cache
 def run(example: str) -> Run:
     """Run ``examples/guide/NAME.py`` once per session, in its own temporary directory."""
@@ -155,15 +149,7 @@ def run(example: str) -> Run:
     cwd = _RUN_DIR / path.stem
     cwd.mkdir(parents=True, exist_ok=True)
     try:
-        proc = subprocess.run(
-            [sys.executable, str(path)],
-            cwd=cwd,
-            env=python_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        proc = run_python([str(path)], cwd, timeout=30)
     except subprocess.TimeoutExpired as exc:
         return Run(-1, str(exc.stdout or ""), f"timed out after 30 s\n{exc.stderr or ''}", cwd)
     return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
@@ -284,17 +270,7 @@ def test_page_shows_the_output(expectation: Expectation) -> None:
 def test_cli_command_on_the_compiler_page(tmp_path: Path) -> None:
     command = "python -m asyncflow_graph visualize compiler_cli:build -o graph.svg"
     assert command in (DOCS / "compiler.md").read_text()
-    env = python_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(GUIDE), env["PYTHONPATH"]])
-    proc = subprocess.run(
-        [sys.executable, *command.split()[1:]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = run_python(command.split()[1:], tmp_path, timeout=30, path=[GUIDE])
     assert proc.returncode == 0, proc.stderr
     if shutil.which("dot") is not None:
         assert proc.stdout.strip() == "wrote graph.svg"

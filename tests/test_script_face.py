@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from procs import run_python
 
 import asyncflow_graph as ag
 from asyncflow_graph import LocalExecutionBackend, NoopExecutionBackend
 
-ROOT = Path(__file__).resolve().parents[1]
 calls: list[str] = []
 lock = threading.Lock()
 
@@ -97,16 +95,7 @@ def test_failure_propagates_to_compute_caller() -> None:
 
 
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "asyncflow_graph", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_python(["-m", "asyncflow_graph", *args], cwd)
 
 
 @pytest.mark.skipif(not __import__("shutil").which("dot"), reason="needs Graphviz dot")

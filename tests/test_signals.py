@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from procs import run_python
 
 SCRIPT = textwrap.dedent(
     """
@@ -46,16 +43,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize("name", ["TERM", "INT"])
 def test_signal_shuts_every_engine_down(name: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT.replace("{name}", name)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_python(["-c", SCRIPT.replace("{name}", name)], tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "states: ['CANCELLED', 'CANCELLED']" in proc.stdout
     assert "cancelled: True" in proc.stdout

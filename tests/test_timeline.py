@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from procs import run_python
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.telemetry import plot_timeline, read_events, record_events
 
-ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -105,16 +102,7 @@ def test_plot_timeline_of_an_empty_log(tmp_path):
 
 
 def run_cli(args, cwd):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "asyncflow_graph", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(["-m", "asyncflow_graph", *args], cwd, timeout=60)
 
 
 def test_cli_timeline(run_log, tmp_path):
