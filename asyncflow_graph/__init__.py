@@ -7,8 +7,7 @@ servers and resolves asyncio futures.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ._version import __version__
 from .backends.local import LocalExecutionBackend
 from .backends.noop import NoopExecutionBackend
 from .compiler import Plan
@@ -17,11 +16,6 @@ from .engine import WorkflowEngine
 from .errors import DependencyFailureError
 from .graph import Graph
 from .script import Delayed, compile, compute, executable_task, function_task, prompt_task
-
-try:
-    __version__ = version("asyncflow-graph")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "Delayed",

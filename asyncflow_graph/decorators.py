@@ -8,7 +8,7 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .errors import ConfigurationError, UnknownOptionError
 from .spec import (
@@ -21,20 +21,22 @@ from .spec import (
     tokenize,
 )
 
-if TYPE_CHECKING:
-    import itertools
-    from contextvars import ContextVar
-
 
 class GraphBuilder(Protocol):
-    """What a TaskDefinition needs from its owner: an engine, or the script
-    face's builder of unbound nodes."""
+    """What a TaskDefinition needs from its owner: an engine's intake, or the
+    script face's builder of unbound nodes."""
 
-    _counter: itertools.count[int]
-    _scope: ContextVar[Any]
+    def new_key(self, prefix: str) -> str:
+        """A fresh key (``task.000001``), unique for this builder."""
 
-    def _existing(self, key: str) -> Any: ...
-    def _add(self, node: Node) -> Any: ...
+    def current_scope(self) -> tuple[str | None, str | None] | None:
+        """(workflow id, key of the enclosing block) of the calling code."""
+
+    def existing(self, key: str) -> Any:
+        """The handle of ``key`` if it exists (pure calls share one node)."""
+
+    def add(self, node: Node) -> Any:
+        """Add ``node``; returns its handle."""
 
 
 __all__ = ["GraphBuilder", "TaskDefinition", "make_definition"]
@@ -50,12 +52,12 @@ _PREFIX = {
 class TaskDefinition:
     """A decorated function. Calling it adds one node and returns its handle."""
 
-    __slots__ = ("__dict__", "_engine", "_prefix", "func", "kind", "name", "options")
+    __slots__ = ("__dict__", "_builder", "_prefix", "func", "kind", "name", "options")
 
     def __init__(
-        self, engine: GraphBuilder, func: Callable[..., Any], kind: TaskKind, options: TaskOptions
+        self, builder: GraphBuilder, func: Callable[..., Any], kind: TaskKind, options: TaskOptions
     ) -> None:
-        self._engine = engine
+        self._builder = builder
         self.func = func
         self.kind = kind
         self.options = options
@@ -80,8 +82,8 @@ class TaskDefinition:
         deep = False
         if args or kwargs:
             args, kwargs, deps, deep = extract_refs(args, kwargs)
-        engine = self._engine
-        scope = engine._scope.get()
+        builder = self._builder
+        scope = builder.current_scope()
         parent = None
         if scope is not None:
             if workflow_id is None:
@@ -89,11 +91,11 @@ class TaskDefinition:
             parent = scope[1]
         if options.pure:
             key = f"{self.name}-{tokenize(self.func, args, kwargs)}"
-            existing = engine._existing(key)
+            existing = builder.existing(key)
             if existing is not None:
                 return existing
         else:
-            key = f"{self._prefix}.{next(engine._counter):06d}"
+            key = builder.new_key(self._prefix)
         node = Node(
             key,
             self.name,
@@ -107,7 +109,7 @@ class TaskDefinition:
             parent,
             deep,
         )
-        return engine._add(node)
+        return builder.add(node)
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} task {self.name!r}>"
@@ -138,7 +140,7 @@ def build_options(kind: TaskKind, options: dict[str, Any]) -> TaskOptions:
 
 
 def make_definition(
-    engine: GraphBuilder, func: Any, kind: TaskKind, options: dict[str, Any]
+    builder: GraphBuilder, func: Any, kind: TaskKind, options: dict[str, Any]
 ) -> TaskDefinition:
     """Validate ``func`` and the decorator options at decoration time."""
     if not callable(func):
@@ -167,4 +169,4 @@ def make_definition(
     opts = build_options(kind, options)
     if default_desc:
         opts = opts.with_description(default_desc)
-    return TaskDefinition(engine, func, kind, opts)
+    return TaskDefinition(builder, func, kind, opts)

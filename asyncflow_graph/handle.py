@@ -1,33 +1,53 @@
 """Handles: what a decorated call returns. A handle *is* an ``asyncio.Future``.
 
-The engine resolves it; ``.state``, ``.key`` and ``.id`` are plain slots, while
+The executor resolves it; ``.state``, ``.key`` and ``.id`` are plain slots, while
 ``.task``/``.block`` (AsyncFlow's description dict) and ``.graph`` are built only
-when asked for, so creating a handle costs one future and four stores.
+when asked for, so creating a handle costs one future and four stores. A handle
+talks to its run only through the small :class:`HandleHost` protocol (the
+executor's intake implements it).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .describe import describe
-from .spec import TaskKind, register_reference_type, substitute
+from .protocol import TaskState
+from .spec import Node, TaskKind, register_reference_type
 
 if TYPE_CHECKING:
-    from .engine import WorkflowEngine
+    from .compiler import Plan
+    from .executor.events import RunView
     from .graph import Graph
     from .visualize import Drawing
 
-__all__ = ["LazyTaskFuture", "RemoteTaskFuture", "TaskFuture"]
+__all__ = ["HandleHost", "LazyTaskFuture", "RemoteTaskFuture", "TaskFuture", "new_handle"]
+
+
+class HandleHost(Protocol):
+    """What a handle may ask of the run it belongs to."""
+
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def graph(self) -> Graph: ...
+    @property
+    def view(self) -> RunView: ...
+    def node(self, key: str) -> Node: ...
+    def describe(self, key: str) -> dict[str, Any]: ...
+    def plan_for(self, keys: Iterable[str] | None) -> Plan: ...
+    def cancel(self, key: str, msg: Any) -> bool: ...
+    def demand(self, key: str) -> None: ...
+    def fetch(self, key: str) -> None: ...
 
 
 class TaskFuture(asyncio.Future[Any]):
-    __slots__ = ("_engine", "key", "state")
+    __slots__ = ("_host", "key", "state")
 
     key: str
     state: str
-    _engine: WorkflowEngine
+    _host: HandleHost
 
     @property
     def id(self) -> str:
@@ -39,46 +59,49 @@ class TaskFuture(asyncio.Future[Any]):
         return self.key
 
     @property
-    def node(self) -> Any:
-        return self._engine._node(self.key)
-
-    def _description(self) -> dict[str, Any]:
-        engine = self._engine
-        node = engine._node(self.key)
-        values = engine._executor.state.values
-        args, kwargs = node.args, node.kwargs
-        if node.deps and all(d in values for d in node.deps):
-            args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
-        return describe(node, engine._all_nodes(), args=args, kwargs=kwargs)
+    def node(self) -> Node:
+        return self._host.node(self.key)
 
     @property
     def task(self) -> dict[str, Any]:
-        if self._engine._node(self.key).kind is TaskKind.BLOCK:
+        if self._host.node(self.key).kind is TaskKind.BLOCK:
             raise AttributeError("a block handle has .block, not .task")
-        return self._description()
+        return self._host.describe(self.key)
 
     @property
     def block(self) -> dict[str, Any]:
-        if self._engine._node(self.key).kind is not TaskKind.BLOCK:
+        if self._host.node(self.key).kind is not TaskKind.BLOCK:
             raise AttributeError("a task handle has .task, not .block")
-        return self._description()
+        return self._host.describe(self.key)
 
     @property
     def graph(self) -> Graph:
         """This task and its ancestors, as an immutable graph."""
-        return self._engine.graph.cull([self.key])
+        return self._host.graph.cull([self.key])
 
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
-        return self._engine._visualize([self.key], filename, **kwargs)
+        from .visualize import visualize
+
+        host = self._host
+        return visualize(host.plan_for([self.key]), filename=filename, state=host.view, **kwargs)
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel this task's work and every dependent; False once it has ended."""
         if self.done():
             return False
-        return self._engine._cancel(self, msg)
+        return self._host.cancel(self.key, msg)
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.key} state={self.state}>"
+
+
+def new_handle(cls: type[TaskFuture], host: HandleHost, key: str) -> TaskFuture:
+    """A PENDING handle of class ``cls`` for ``key`` (on the hot path: four stores)."""
+    fut = cls(loop=host.loop)
+    fut.key = key
+    fut.state = TaskState.PENDING
+    fut._host = host
+    return fut
 
 
 class LazyTaskFuture(TaskFuture):
@@ -88,13 +111,13 @@ class LazyTaskFuture(TaskFuture):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, Any]:
-        self._engine._demand(self.key)
+        self._host.demand(self.key)
         return super().__await__()
 
     __iter__ = __await__
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
-        self._engine._demand(self.key)
+        self._host.demand(self.key)
         super().add_done_callback(fn, context=context)
 
 
@@ -107,13 +130,13 @@ class RemoteTaskFuture(TaskFuture):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, Any]:
-        self._engine._executor.fetch_for_handle(self.key)
+        self._host.fetch(self.key)
         return super().__await__()
 
     __iter__ = __await__
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
-        self._engine._executor.fetch_for_handle(self.key)
+        self._host.fetch(self.key)
         super().add_done_callback(fn, context=context)
 
     def result(self) -> Any:

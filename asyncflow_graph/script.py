@@ -13,7 +13,6 @@ import asyncio
 import itertools
 import weakref
 from collections.abc import Callable, Sequence
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .compiler import Capabilities, Plan, compile_plan
@@ -58,18 +57,23 @@ register_reference_type(Delayed)
 
 
 class _ScriptBuilder:
-    """Plays the engine's part for module-level decorators: it hands out keys and
-    wraps nodes in Delayed handles (kept weakly, for pure-call sharing)."""
+    """The GraphBuilder of module-level decorators: it hands out keys and wraps
+    nodes in Delayed handles (kept weakly, for pure-call sharing)."""
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)
-        self._scope: ContextVar[Any] = ContextVar("asyncflow_graph.script", default=None)
         self._live: weakref.WeakValueDictionary[str, Delayed] = weakref.WeakValueDictionary()
 
-    def _existing(self, key: str) -> Delayed | None:
+    def new_key(self, prefix: str) -> str:
+        return f"{prefix}.{next(self._counter):06d}"
+
+    def current_scope(self) -> None:
+        return None  # unbound nodes belong to no workflow scope or block
+
+    def existing(self, key: str) -> Delayed | None:
         return self._live.get(key)
 
-    def _add(self, node: Node) -> Delayed:
+    def add(self, node: Node) -> Delayed:
         parents = []
         for k in node.deps:
             parent = self._live.get(k)
@@ -192,7 +196,7 @@ async def _compute(
         from .telemetry.progress import ProgressBar
 
         bar = ProgressBar(flow).__enter__()  # attached before the graph is compiled
-    futures = flow._import(graph)
+    futures = flow.add_graph(graph)
     try:
         values = {h.key: await futures[h.key] for h in handles}
     finally:

@@ -13,17 +13,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
 __all__ = [
     "EMPTY_MAPPING",
     "GENERATION_OPTIONS",
+    "Call",
     "Node",
     "Ref",
     "TaskKind",
     "TaskOptions",
+    "bind",
+    "call",
     "extract_refs",
     "register_reference_type",
     "substitute",
@@ -197,6 +200,42 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.key!r}, {self.kind.value}, deps={list(self.deps)})"
+
+    def to_call(self) -> Call:
+        """What running this node needs, as a picklable value (the options hold
+        mapping proxies, which do not pickle, and a worker needs none of them)."""
+        return Call(self.key, self.func, self.args, dict(self.kwargs), self.deps, self.deep)
+
+
+class Call(NamedTuple):
+    """A node reduced to what running it needs; ships to threads, worker
+    processes and Dask workers. Has the same fields as :class:`Node` for
+    :func:`bind` and :func:`call`."""
+
+    key: str
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    deps: tuple[str, ...]
+    deep: bool
+
+
+def bind(node: Node | Call, values: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``node``'s arguments with every :class:`Ref` replaced by its value in
+    ``values`` (which must hold every key of ``node.deps``)."""
+    if not node.deps:
+        return node.args, dict(node.kwargs)
+    return substitute(node.args, node.kwargs, values, node.deep)
+
+
+def call(node: Node | Call, values: Mapping[str, Any]) -> Any:
+    """Resolve ``node``'s inputs from ``values`` and call its function: the one
+    place that does it, for every backend and the executor. A coroutine
+    function's coroutine is returned unawaited (the caller knows its loop)."""
+    if not node.deps:
+        return node.func(*node.args, **node.kwargs)
+    args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
+    return node.func(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- references

@@ -13,13 +13,11 @@ import shutil
 import subprocess
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .compiler.plan import ENGINE_BACKEND, Plan
-from .executor.state import RunState
-from .graph import Graph
+from .protocol import ENGINE_BACKEND, TaskState
 from .spec import Node, TaskKind
 
 __all__ = ["Drawing", "to_dot", "to_mermaid", "visualize"]
@@ -49,10 +47,57 @@ MERMAID_SHAPES = {
     TaskKind.PROMPT: ("{{", "}}"),
     TaskKind.BLOCK: ("[/", "/]"),
 }
-DONE, FAILED, CANCELLED, OPEN, ERROR_FILL = "#b7e4c7", "#f4a3a3", "#d0d0d0", "white", "#f4a3a3"
+
+FILLS = {
+    TaskState.DONE: "#b7e4c7",
+    TaskState.FAILED: "#f4a3a3",
+    TaskState.CANCELLED: "#d0d0d0",
+}
+OPEN_FILL, ERROR_FILL = "white", "#f4a3a3"
 
 #: (cluster id, backend, keys); one cluster / subgraph each, id "" for no cluster
 Groups = list[tuple[str, str, list[str]]]
+
+
+# What is drawn, by its shape: this module is a tool above the compiler and the
+# executor and imports neither (their objects draw themselves through it).
+
+
+class _Partition(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def backend(self) -> str: ...
+    @property
+    def keys(self) -> tuple[str, ...]: ...
+
+
+class PlanLike(Protocol):
+    """A compiled plan (:class:`~asyncflow_graph.compiler.Plan`)."""
+
+    @property
+    def nodes(self) -> Mapping[str, Node]: ...
+    @property
+    def partitions(self) -> Sequence[_Partition]: ...
+    @property
+    def errors(self) -> Mapping[str, BaseException]: ...
+
+
+class RunStates(Protocol):
+    """How each task stands after (or during) a run: a
+    :class:`~asyncflow_graph.executor.events.RunView`."""
+
+    @property
+    def durations(self) -> Mapping[str, float]: ...
+    def outcome(self, key: str) -> TaskState | None: ...
+    def error(self, key: str) -> BaseException | None: ...
+
+
+Drawable = PlanLike | Mapping[str, Node]
+
+
+def _is_plan(obj: Drawable) -> bool:
+    return hasattr(obj, "partitions")
 
 
 def backend_colour(backend: str) -> str:
@@ -85,15 +130,16 @@ def mermaid_escape(text: str) -> str:
 # --------------------------------------------------------------------------- structure
 
 
-def _nodes_of(obj: Graph | Plan | Mapping[str, Node]) -> Mapping[str, Node]:
-    return obj.nodes if isinstance(obj, Plan) else obj
+def _nodes_of(obj: Drawable) -> Mapping[str, Node]:
+    return obj.nodes if _is_plan(obj) else obj  # type: ignore[union-attr,return-value]
 
 
-def _groups(obj: Graph | Plan | Mapping[str, Node]) -> Groups:
+def _groups(obj: Drawable) -> Groups:
     """Plans: their partitions. Graphs: nodes by requested backend (not yet compiled,
     so there are no partitions), blocks on the engine's own loop."""
     nodes = _nodes_of(obj)
-    if isinstance(obj, Plan):
+    if _is_plan(obj):
+        assert not isinstance(obj, Mapping)
         groups: Groups = [(f"P{p.id}", p.backend, list(p.keys)) for p in obj.partitions]
         placed = {k for _, _, keys in groups for k in keys}
         # Nodes the compiler put in no partition still deserve a box.
@@ -108,25 +154,22 @@ def _groups(obj: Graph | Plan | Mapping[str, Node]) -> Groups:
     return [(f"G{i}", name, keys) for i, (name, keys) in enumerate(by_backend.items())]
 
 
-def _errors(obj: Graph | Plan | Mapping[str, Node]) -> Mapping[str, BaseException]:
-    return obj.errors if isinstance(obj, Plan) else {}
+def _errors(obj: Drawable) -> Mapping[str, BaseException]:
+    return obj.errors if _is_plan(obj) else {}  # type: ignore[union-attr]
 
 
-def _fill(key: str, state: RunState | None, errors: Mapping[str, BaseException]) -> str:
+def _fill(key: str, state: RunStates | None, errors: Mapping[str, BaseException]) -> str:
     if state is not None:
-        if key in state.values:
-            return DONE
-        if key in state.failures:
-            return FAILED
-        if key in state.cancelled:
-            return CANCELLED
-    return ERROR_FILL if key in errors else OPEN
+        fill = FILLS.get(state.outcome(key))  # type: ignore[arg-type]
+        if fill is not None:
+            return fill
+    return ERROR_FILL if key in errors else OPEN_FILL
 
 
-def _tooltip(key: str, state: RunState | None, errors: Mapping[str, BaseException]) -> str:
+def _tooltip(key: str, state: RunStates | None, errors: Mapping[str, BaseException]) -> str:
     exc = errors.get(key)
     if exc is None and state is not None:
-        exc = state.failures.get(key)
+        exc = state.error(key)
     return key if exc is None else f"{key}: {type(exc).__name__}: {exc}"
 
 
@@ -145,13 +188,13 @@ def _check_rankdir(rankdir: str) -> None:
 def _dot_nodes(
     keys: list[str],
     nodes: Mapping[str, Node],
-    state: RunState | None,
+    state: RunStates | None,
     errors: Mapping[str, BaseException],
     indent: str,
 ) -> Iterator[str]:
     for key in keys:
         node = nodes[key]
-        bad = key in errors or (state is not None and key in state.failures)
+        bad = key in errors or (state is not None and state.error(key) is not None)
         colour = ', color="#c0392b", penwidth=2' if bad else ""
         text = f"{node.name}\n{_short(key)}"
         if state is not None and key in state.durations:
@@ -176,9 +219,9 @@ def _dot_edges(nodes: Mapping[str, Node]) -> Iterator[str]:
 
 
 def to_dot(
-    obj: Graph | Plan | Mapping[str, Node],
+    obj: Drawable,
     *,
-    state: RunState | None = None,
+    state: RunStates | None = None,
     rankdir: str = "TB",
     graph_attrs: Mapping[str, Any] | None = None,
 ) -> str:
@@ -206,7 +249,7 @@ def to_dot(
 # --------------------------------------------------------------------------- Mermaid
 
 
-def to_mermaid(obj: Graph | Plan | Mapping[str, Node], *, rankdir: str = "TB") -> str:
+def to_mermaid(obj: Drawable, *, rankdir: str = "TB") -> str:
     """A Mermaid ``flowchart`` for ``obj``: one subgraph per partition (plans) or
     per backend (graphs). Node ids are ``n0, n1, ...`` since keys may hold
     characters Mermaid ids cannot."""
@@ -321,15 +364,15 @@ def _write(source: str, filename: str, fmt: str) -> Drawing:
 
 
 def visualize(
-    obj: Graph | Plan | Mapping[str, Node],
+    obj: Drawable,
     filename: str | Path | None = None,
     *,
-    state: RunState | None = None,
+    state: RunStates | None = None,
     rankdir: str = "TB",
     format: str | None = None,
     **kwargs: Any,
 ) -> Drawing:
-    """Draw ``obj``; with ``state`` (a run's :class:`RunState`), colour each task by
+    """Draw ``obj``; with ``state`` (a run's :class:`RunStates`), colour each task by
     how it ended. ``filename``'s suffix picks the format (``format=`` overrides);
     extra keyword arguments become Graphviz graph attributes (``size="8,8"``).
 

@@ -35,7 +35,7 @@ import httpx
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.backends import OpenAIInferenceBackend
-from asyncflow_graph.backends._llama import start_local_llm_server
+from asyncflow_graph.llm_server import start_local_llm_server
 
 Run = Callable[[], Awaitable[dict[str, float]]]
 #: every run does the same work: exactly max_tokens tokens per prompt, and no reuse of

@@ -52,7 +52,7 @@ async def main() -> None:
     server = None
     base_url = args.base_url
     if base_url is None:
-        from asyncflow_graph.backends._llama import start_local_llm_server
+        from asyncflow_graph.llm_server import start_local_llm_server
 
         server = await asyncio.to_thread(start_local_llm_server)
         base_url = server.base_url

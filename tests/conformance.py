@@ -393,9 +393,7 @@ class BackendConformance:
                 await self.settle(d)
             # A remote backend's cancel is a message to its scheduler (sent in the
             # background): let it arrive before the running task may finish.
-            pending = list(flow._executor._background)
-            if pending:
-                await asyncio.wait(pending, timeout=self.T)
+            await flow.settle(timeout=self.T)
         finally:
             gate.touch()
         await self.still_usable(flow)

@@ -35,7 +35,7 @@ def llm_missing() -> str | None:
     """Why the real server cannot run here (None when it can)."""
     if importlib.util.find_spec("xllamacpp") is None:
         return "xllamacpp is not installed (pip install xllamacpp)"
-    from asyncflow_graph.backends._llama import smollm2_path
+    from asyncflow_graph.llm_server import smollm2_path
 
     try:
         smollm2_path()
@@ -51,7 +51,7 @@ def llm_server_fixture() -> Iterator[Any]:
     reason = llm_missing()
     if reason is not None:
         pytest.skip(reason)
-    from asyncflow_graph.backends._llama import start_local_llm_server
+    from asyncflow_graph.llm_server import start_local_llm_server
 
     server = start_local_llm_server(n_parallel=16, n_ctx=8192)
     try:
@@ -96,7 +96,7 @@ class ServerProcess:
 
 
 def _serve_until_stdin_closes(n_parallel: int) -> None:
-    from asyncflow_graph.backends._llama import start_local_llm_server
+    from asyncflow_graph.llm_server import start_local_llm_server
 
     with start_local_llm_server(n_parallel=n_parallel, n_ctx=512 * n_parallel) as server:
         print(server.base_url, flush=True)

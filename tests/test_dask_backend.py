@@ -385,7 +385,7 @@ async def test_cancels_of_one_turn_share_one_message_and_are_confirmed(tmp_path)
         try:
             await wait_for_path(started, T)
             assert all(h.cancel() for h in handles)
-            await asyncio.wait(set(flow._executor._background), timeout=T)
+            await flow.settle(timeout=T)
             # No polling here: when the cancels returned, the scheduler had forgotten.
             assert await client.run_on_scheduler(_task_states) == {}
             events = await client.get_events(client.id)

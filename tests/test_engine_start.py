@@ -8,8 +8,7 @@ import asyncio
 
 import pytest
 
-from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
-from asyncflow_graph import engine as engine_module
+from asyncflow_graph import LocalExecutionBackend, WorkflowEngine, signals
 from asyncflow_graph.backends.base import BackendContext
 from asyncflow_graph.backends.noop import NoopExecutionBackend
 from asyncflow_graph.errors import BackendError, EngineClosedError
@@ -117,7 +116,7 @@ async def test_failed_engine_is_registered_nowhere_and_stays_closed(tmp_path):
     with pytest.raises(BackendError, match="boom"):
         async with flow:
             pytest.fail("the body must not run")
-    engines = engine_module._engines_by_loop.get(asyncio.get_running_loop(), ())
+    engines = signals.watched(asyncio.get_running_loop())
     assert flow not in engines
     with pytest.raises(asyncio.CancelledError, match="failed to start"):
         await asyncio.wait_for(handle, T)

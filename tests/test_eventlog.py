@@ -230,4 +230,4 @@ async def test_start_telemetry_checkpoint_path(flow, tmp_path):
         "done",
         "closed",
     ]
-    assert flow._executor.observers == ()
+    assert flow._executor.observers.all == ()

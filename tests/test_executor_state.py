@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from asyncflow_graph.compiler import Capabilities, Unit, compile_plan
 from asyncflow_graph.errors import DependencyFailureError
+from asyncflow_graph.executor.instructions import Ended, Ready
 from asyncflow_graph.executor.state import RunState
 from asyncflow_graph.spec import EMPTY_MAPPING, Node, Ref, TaskKind, TaskOptions
 
@@ -33,6 +34,33 @@ def mk(key, deps=()):
     )
 
 
+def split(instructions):
+    """(ready jobs, ended keys) of a sequence of instructions."""
+    ready, ended = [], []
+    for ins in instructions:
+        if isinstance(ins, Ready):
+            ready += ins.jobs
+        elif isinstance(ins, Ended):
+            ended += ins.keys
+    return ready, ended
+
+
+def add(state, *args, **kwargs):
+    return split(state.add(*args, **kwargs))
+
+
+def done(state, key, value):
+    return split(state.done(key, value))[0]
+
+
+def fail(state, key, exc):
+    return split(state.fail(key, exc))[1]
+
+
+def cancel(state, key, msg=None):
+    return split(state.cancel(key, msg))[1]
+
+
 def single_units(nodes):
     """One unit per node (no fusion)."""
     return [Unit("x", (k,), n.deps) for k, n in nodes.items()]
@@ -54,7 +82,7 @@ def diamond():
 def test_add_returns_roots_ready():
     nodes = diamond()
     st_ = RunState()
-    ready, ended = st_.add(nodes, single_units(nodes), {})
+    ready, ended = add(st_, nodes, single_units(nodes), {})
     assert heads(ready) == ["a"]
     assert ended == []
     assert st_.open_count == 4
@@ -65,39 +93,39 @@ def test_add_returns_roots_ready():
 def test_readiness_exactly_once_and_only_when_all_inputs_done():
     nodes = diamond()
     s = RunState()
-    ready, _ = s.add(nodes, single_units(nodes), {})
-    assert heads(s.done("a", 1)) == ["b", "c"]
-    assert s.done("b", 2) == []  # d still waits for c
-    assert heads(s.done("c", 2)) == ["d"]
-    assert s.done("d", 5) == []
+    ready, _ = add(s, nodes, single_units(nodes), {})
+    assert heads(done(s, "a", 1)) == ["b", "c"]
+    assert done(s, "b", 2) == []  # d still waits for c
+    assert heads(done(s, "c", 2)) == ["d"]
+    assert done(s, "d", 5) == []
     assert s.values == {"a": 1, "b": 2, "c": 2, "d": 5}
     assert s.open_count == 0
     # a late duplicate result is dropped
-    assert s.done("a", 99) == []
+    assert done(s, "a", 99) == []
     assert s.values["a"] == 1
 
 
 def test_add_against_already_done_inputs():
     s = RunState()
-    s.add({"a": mk("a")}, [Unit("x", ("a",), ())], {})
-    s.done("a", 1)
-    ready, ended = s.add({"b": mk("b", ("a",))}, [Unit("x", ("b",), ("a",))], {})
+    add(s, {"a": mk("a")}, [Unit("x", ("a",), ())], {})
+    done(s, "a", 1)
+    ready, ended = add(s, {"b": mk("b", ("a",))}, [Unit("x", ("b",), ("a",))], {})
     assert heads(ready) == ["b"] and ended == []
 
 
 def test_add_unknown_dependency_raises():
     s = RunState()
     with pytest.raises(KeyError):
-        s.add({"b": mk("b", ("ghost",))}, [Unit("x", ("b",), ("ghost",))], {})
+        add(s, {"b": mk("b", ("ghost",))}, [Unit("x", ("b",), ("ghost",))], {})
 
 
 def test_failure_propagates_as_dependency_failure():
     nodes = diamond()
     s = RunState()
-    s.add(nodes, single_units(nodes), {})
-    s.done("a", 1)
+    add(s, nodes, single_units(nodes), {})
+    done(s, "a", 1)
     err = ValueError("boom")
-    ended = s.fail("b", err)
+    ended = fail(s, "b", err)
     assert sorted(ended) == ["b", "d"]
     assert s.failures["b"] is err
     dfe = s.failures["d"]
@@ -107,16 +135,16 @@ def test_failure_propagates_as_dependency_failure():
     assert "name_d" in str(dfe)
     # c is unaffected and finishing it readies nothing (d already ended)
     assert s.is_open("c")
-    assert s.done("c", 2) == []
+    assert done(s, "c", 2) == []
     assert "d" not in s.values
 
 
 def test_failure_nested_along_chain():
     nodes = {"a": mk("a"), "b": mk("b", ("a",)), "c": mk("c", ("b",))}
     s = RunState()
-    s.add(nodes, single_units(nodes), {})
+    add(s, nodes, single_units(nodes), {})
     err = RuntimeError("root")
-    assert s.fail("a", err) == ["a", "b", "c"]
+    assert fail(s, "a", err) == ["a", "b", "c"]
     b, c = s.failures["b"], s.failures["c"]
     assert isinstance(b, DependencyFailureError) and isinstance(c, DependencyFailureError)
     assert b.root_cause is err
@@ -128,11 +156,11 @@ def test_failure_nested_along_chain():
 def test_failure_inside_fused_chain():
     nodes = {"a": mk("a"), "b": mk("b", ("a",)), "c": mk("c", ("b",))}
     s = RunState()
-    ready, _ = s.add(nodes, [Unit("x", ("a", "b", "c"), ())], {})
+    ready, _ = add(s, nodes, [Unit("x", ("a", "b", "c"), ())], {})
     assert heads(ready) == ["a"]
-    s.done("a", 1)
+    done(s, "a", 1)
     err = ValueError("mid")
-    assert s.fail("b", err) == ["b", "c"]
+    assert fail(s, "b", err) == ["b", "c"]
     assert s.failures["b"] is err
     assert s.failures["c"].root_cause is err
     assert s.values == {"a": 1}
@@ -142,7 +170,7 @@ def test_compile_errors_end_at_add():
     nodes = {"a": mk("a"), "b": mk("b", ("a",))}
     err = KeyError("no backend")
     s = RunState()
-    ready, ended = s.add(nodes, single_units(nodes), {"a": err})
+    ready, ended = add(s, nodes, single_units(nodes), {"a": err})
     assert ready == []
     assert sorted(ended) == ["a", "b"]
     assert s.failures["a"] is err
@@ -151,10 +179,10 @@ def test_compile_errors_end_at_add():
 
 def test_add_after_input_failed_or_cancelled():
     s = RunState()
-    s.add({"a": mk("a"), "c": mk("c")}, [Unit("x", ("a",), ()), Unit("x", ("c",), ())], {})
-    s.fail("a", ValueError("x"))
-    s.cancel("c", "bye")
-    ready, ended = s.add(
+    add(s, {"a": mk("a"), "c": mk("c")}, [Unit("x", ("a",), ()), Unit("x", ("c",), ())], {})
+    fail(s, "a", ValueError("x"))
+    cancel(s, "c", "bye")
+    ready, ended = add(s,
         {"b": mk("b", ("a",)), "d": mk("d", ("c",))},
         [Unit("x", ("b",), ("a",)), Unit("x", ("d",), ("c",))],
         {},
@@ -168,23 +196,23 @@ def test_add_after_input_failed_or_cancelled():
 def test_cancellation_propagates_as_cancellation():
     nodes = diamond()
     s = RunState()
-    s.add(nodes, single_units(nodes), {})
-    ended = s.cancel("a", "stop")
+    add(s, nodes, single_units(nodes), {})
+    ended = cancel(s, "a", "stop")
     assert sorted(ended) == ["a", "b", "c", "d"]
     assert s.cancelled == {"a": "stop", "b": "stop", "c": "stop", "d": "stop"}
     assert s.failures == {}
     assert s.open_count == 0
     # ended keys never change again
-    assert s.fail("a", ValueError()) == []
-    assert s.cancel("b") == []
-    assert s.done("c", 1) == []
+    assert fail(s, "a", ValueError()) == []
+    assert cancel(s, "b") == []
+    assert done(s, "c", 1) == []
     assert "a" not in s.failures and "c" not in s.values
 
 
 def test_precancelled_at_add():
     nodes = {"a": mk("a"), "b": mk("b", ("a",))}
     s = RunState()
-    ready, ended = s.add(nodes, single_units(nodes), {}, cancelled={"a": "early"})
+    ready, ended = add(s, nodes, single_units(nodes), {}, cancelled={"a": "early"})
     assert ready == []
     assert sorted(ended) == ["a", "b"]
     assert s.cancelled == {"a": "early", "b": "early"}
@@ -193,14 +221,14 @@ def test_precancelled_at_add():
 def test_retry_reopens_chain_from_key():
     nodes = {"a": mk("a"), "b": mk("b", ("a",))}
     s = RunState()
-    ready, _ = s.add(nodes, [Unit("x", ("a", "b"), ())], {})
+    ready, _ = add(s, nodes, [Unit("x", ("a", "b"), ())], {})
     job = ready[0]
-    s.done("a", 1)
+    done(s, "a", 1)
     again = s.retry(job, "b")
     assert again.unit.keys == ("b",) and again.unit.inputs == ("a",)
     assert again.attempts == job.attempts + 1
     assert s.job_of("b") is again
-    s.done("b", 2)
+    done(s, "b", 2)
     assert s.values == {"a": 1, "b": 2}
 
 
@@ -217,8 +245,8 @@ def _long_chain():
 def test_long_chain_fails_without_recursion():
     nodes = _long_chain()
     s = RunState()
-    s.add(nodes, single_units(nodes), {})
-    ended = s.fail("k0", ValueError("root"))
+    add(s, nodes, single_units(nodes), {})
+    ended = fail(s, "k0", ValueError("root"))
     assert len(ended) == N
     assert s.open_count == 0
     last = s.failures[f"k{N - 1}"]
@@ -229,8 +257,8 @@ def test_long_chain_fails_without_recursion():
 def test_long_chain_cancels_without_recursion():
     nodes = _long_chain()
     s = RunState()
-    s.add(nodes, single_units(nodes), {})
-    ended = s.cancel("k0", "m")
+    add(s, nodes, single_units(nodes), {})
+    ended = cancel(s, "k0", "m")
     assert len(ended) == N
     assert set(s.cancelled.values()) == {"m"}
 
@@ -238,9 +266,9 @@ def test_long_chain_cancels_without_recursion():
 def test_long_fused_chain_fails_without_recursion():
     nodes = _long_chain()
     s = RunState()
-    s.add(nodes, [Unit("x", tuple(nodes), ())], {})
-    s.done("k0", 1)
-    ended = s.fail("k1", ValueError("root"))
+    add(s, nodes, [Unit("x", tuple(nodes), ())], {})
+    done(s, "k0", 1)
+    ended = fail(s, "k1", ValueError("root"))
     assert len(ended) == N - 1
     assert s.open_count == 0
 
@@ -281,7 +309,7 @@ def test_property_random_dag_failures(scenario):
         ancestors[k] = anc
 
     s = RunState()
-    ready, ended = s.add(nodes, units, {})
+    ready, ended = add(s, nodes, units, {})
     assert ended == []
     seen_ready = set()
     raised = set()
@@ -302,9 +330,9 @@ def test_property_random_dag_failures(scenario):
             assert s.is_open(key)
             if key in failing:
                 raised.add(key)
-                s.fail(key, ValueError(key))
+                fail(s, key, ValueError(key))
                 break
-            new = s.done(key, 1 + sum(s.values[d] for d in nodes[key].deps))
+            new = done(s, key, 1 + sum(s.values[d] for d in nodes[key].deps))
             note_ready(new)
             pending.extend(new)
 

@@ -30,7 +30,7 @@ class EndsOnly(RunObserver):
 async def test_only_overridden_hooks_are_called(flow):
     obs = EndsOnly()
     flow.add_observer(obs)
-    hooks = flow._executor._hooks
+    hooks = flow._executor.observers.hooks
     assert hooks["on_done"] == (obs.on_done,)
     assert all(not fns for name, fns in hooks.items() if name != "on_done")
 
@@ -45,7 +45,7 @@ async def test_only_overridden_hooks_are_called(flow):
     assert obs.ended == [(h.key, pytest.approx(obs.ended[0][1]))]
     assert obs.ended[0][1] is not None and obs.ended[0][1] >= 0
     flow.remove_observer(obs)
-    assert not flow._executor._hooks["on_done"]
+    assert not flow._executor.observers.hooks["on_done"]
 
 
 async def test_live_counts_queued_and_running(tmp_path):
@@ -53,7 +53,7 @@ async def test_live_counts_queued_and_running(tmp_path):
     started = asyncio.Event()
     flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
     try:
-        run = flow._executor
+        run = flow.run_view
 
         @flow.function_task
         async def wait():
@@ -81,20 +81,21 @@ async def test_cancelled_running_task_leaves_the_live_counts(flow):
 
     h = forever()
     await asyncio.wait_for(started.wait(), T)
-    assert flow._executor.live_counts() == {"default": (0, 1)}
+    assert flow.run_view.live_counts() == {"default": (0, 1)}
     h.cancel()
     with pytest.raises(asyncio.CancelledError):
         await h
-    assert flow._executor.live_counts() == {}
-    assert h.key in flow._executor.durations  # how long it ran before the cancel
+    assert flow.run_view.live_counts() == {}
+    assert h.key in flow.run_view.durations  # how long it ran before the cancel
 
 
 async def test_started_events_attached_only_while_subscribed(flow):
     tel = await flow.start_telemetry()
-    assert not flow._executor._hooks["on_running"]  # telemetry alone needs no per-key start
+    # telemetry alone needs no per-key start
+    assert not flow._executor.observers.hooks["on_running"]
     events: list[object] = []
     tel.subscribe(events.append)
-    assert len(flow._executor._hooks["on_running"]) == 1
+    assert len(flow._executor.observers.hooks["on_running"]) == 1
 
     @flow.function_task
     async def one():
@@ -104,5 +105,5 @@ async def test_started_events_attached_only_while_subscribed(flow):
     await asyncio.sleep(0)  # delivery happens at the end of a loop turn
     assert "TaskStarted" in [e.event_type for e in events]
     tel.unsubscribe(events.append)
-    assert not flow._executor._hooks["on_running"]
+    assert not flow._executor.observers.hooks["on_running"]
     await tel.stop()

@@ -48,7 +48,7 @@ async def test_live_bar_counts_tasks_per_backend(flow):
         await asyncio.gather(*(train(prep(i)) for i in range(5)))
         with pytest.raises(ValueError):
             await explode()
-    assert flow._executor.observers == ()
+    assert flow._executor.observers.all == ()
     assert bar.total == {"cpu": 6, "gpu": 5}
     assert bar.finished == {"cpu": 6, "gpu": 5}
     assert bar.failed == {"cpu": 1, "gpu": 0}
@@ -95,7 +95,7 @@ async def test_start_telemetry_progress(flow, capsys):
     await asyncio.gather(work(), work())
     await tel.stop()
     assert "[asyncflow_graph] 2/2 (cpu 2/2)" in capsys.readouterr().err
-    assert flow._executor.observers == ()
+    assert flow._executor.observers.all == ()
 
 
 def test_compute_progress(capsys):

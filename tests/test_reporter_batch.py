@@ -205,7 +205,7 @@ async def test_done_keys_come_as_one_batch_and_in_order_around_failures(engine):
     backend.release()  # a done, b failed, c done: one report
     assert await a == 1 and await c == 1
     assert seen.events == [("done", [a.key]), ("failed", b.key), ("done", [c.key])]
-    assert flow._executor._done_batch is None
+    assert flow._executor.observers.batch is None
 
 
 async def test_an_observer_overriding_only_on_done_many_hears_single_reports_too(tmp_path):
@@ -267,5 +267,5 @@ async def test_a_report_that_raises_leaves_no_batch_open(engine):
 
     with pytest.raises(RuntimeError, match="report broke"):
         flow._executor.ended(broken())
-    assert flow._executor._done_batch is None and flow._executor._held is None
+    assert flow._executor.observers.batch is None and flow._executor._held is None
     assert await h == 1

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-import asyncflow_graph.engine as engine_module
+import asyncflow_graph.executor.intake as intake_module
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.compiler import Plan
 from asyncflow_graph.executor.events import RunObserver
@@ -29,7 +29,7 @@ class Plans(RunObserver):
 
 @pytest.fixture
 async def flow(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_module, "COMPILE_CHUNK", CHUNK)
+    monkeypatch.setattr(intake_module, "COMPILE_CHUNK", CHUNK)
     engine = await WorkflowEngine.create(backend=LocalExecutionBackend(), work_dir=tmp_path)
     plans = Plans()
     engine.add_observer(plans)
@@ -89,7 +89,7 @@ async def test_tasks_created_while_a_backlog_remains_run_after_it(flow):
     task = flow.function_task(inc)
     first = [task() for _ in range(20)]
     await asyncio.sleep(0)
-    assert flow._backlog  # slices still waiting
+    assert flow._intake._backlog  # slices still waiting
     later = task(first[-1], first[0])
     assert await later == 3
     compiled = [k for p in flow.plans for k in p.nodes]
@@ -97,7 +97,7 @@ async def test_tasks_created_while_a_backlog_remains_run_after_it(flow):
 
 
 async def test_shutdown_with_a_backlog_ends_every_handle(monkeypatch, tmp_path):
-    monkeypatch.setattr(engine_module, "COMPILE_CHUNK", CHUNK)
+    monkeypatch.setattr(intake_module, "COMPILE_CHUNK", CHUNK)
     started = asyncio.Event()
 
     async def wait_forever() -> None:
@@ -108,15 +108,15 @@ async def test_shutdown_with_a_backlog_ends_every_handle(monkeypatch, tmp_path):
     task = flow.function_task(wait_forever)
     handles = [task() for _ in range(30)]
     await started.wait()
-    assert flow._backlog
+    assert flow._intake._backlog
     await flow.shutdown()
     assert all(h.done() for h in handles)
     assert all(h.cancelled() for h in handles)
-    assert not flow._backlog and flow._executor.state.open_count == 0
+    assert not flow._intake._backlog and flow._executor.state.open_count == 0
 
 
 async def test_default_slice_size_runs_a_large_fan_out(tmp_path):
-    n = engine_module.COMPILE_CHUNK * 2 + 5
+    n = intake_module.COMPILE_CHUNK * 2 + 5
     async with await WorkflowEngine.create(
         backend=LocalExecutionBackend(), work_dir=tmp_path
     ) as flow:
@@ -144,7 +144,7 @@ async def test_a_block_cancelled_while_its_members_wait_in_the_backlog(flow):
 
     blk = body()
     await gate.wait()  # the body created its 40 members; one slice at most is compiled
-    assert flow._backlog
+    assert flow._intake._backlog
     blk.cancel()
     with pytest.raises(asyncio.CancelledError):
         await blk
@@ -175,7 +175,8 @@ async def test_cancel_of_a_backlog_key_from_an_observer_during_a_slice(flow):
 
 async def test_tasks_created_inside_a_slice_keep_one_flush_per_turn(flow, monkeypatch):
     queued = {"now": 0, "most": 0}
-    schedule, turn = flow._schedule_flush, flow._flush_turn
+    intake = flow._intake
+    schedule, turn = intake._schedule_flush, intake._flush_turn
 
     def counting_schedule():
         queued["now"] += 1
@@ -186,8 +187,8 @@ async def test_tasks_created_inside_a_slice_keep_one_flush_per_turn(flow, monkey
         queued["now"] -= 1
         turn()
 
-    monkeypatch.setattr(flow, "_schedule_flush", counting_schedule)
-    monkeypatch.setattr(flow, "_flush_turn", counting_turn)
+    monkeypatch.setattr(intake, "_schedule_flush", counting_schedule)
+    monkeypatch.setattr(intake, "_flush_turn", counting_turn)
     task = flow.function_task(inc)
 
     @flow.function_task

@@ -473,12 +473,12 @@ STATES = ("pending", "queued", "running", "done", "failed", "cancelled")
 
 
 async def test_no_observer_when_telemetry_is_off_or_stopped(flow):
-    assert flow._executor.observers == ()
+    assert flow._executor.observers.all == ()
     tel, _ = await traced(flow)
-    assert len(flow._executor.observers) == 1
+    assert len(flow._executor.observers.all) == 1
     await tel.stop()
     await tel.stop()  # twice is fine
-    assert flow._executor.observers == ()
+    assert flow._executor.observers.all == ()
 
 
 def test_importing_the_package_imports_no_telemetry_dependency():

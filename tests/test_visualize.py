@@ -17,6 +17,7 @@ from asyncflow_graph import (
     WorkflowEngine,
 )
 from asyncflow_graph import visualize as viz
+from asyncflow_graph.protocol import TaskState
 from asyncflow_graph.spec import Node, TaskKind, TaskOptions
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -139,13 +140,13 @@ async def test_states_coloured_after_run(mixed, tmp_path):
     assert ran["n"] == 2
     flow.visualize("after.svg")
     fills = node_fills(parse_svg(tmp_path / "after.svg")[1])
-    done = {k for k, v in fills.items() if v == viz.DONE}
-    open_ = {k for k, v in fills.items() if v == viz.OPEN}
+    done = {k for k, v in fills.items() if v == viz.FILLS[TaskState.DONE]}
+    open_ = {k for k, v in fills.items() if v == viz.OPEN_FILL}
     assert len(done) == 3 and len(open_) == 3
     assert set(flow.graph.cull([handles[0].key])) == done
     # Tasks whose backend reported RUNNING carry their duration in the label.
     source = flow.visualize().source
-    timed = [k for k in done if k in flow._executor.state.durations]
+    timed = [k for k in done if k in flow.run_view.durations]
     assert timed, "no durations recorded"
     assert re.search(r"\d s\"", source)
 
@@ -170,7 +171,7 @@ async def test_compile_time_error_is_red(tmp_path):
         assert "BackendNotFoundError" in drawing.source
         fills = node_fills(parse_svg(tmp_path / "err.svg")[1])
         assert fills[bad.key] == viz.ERROR_FILL
-        assert fills[good.key] == viz.OPEN
+        assert fills[good.key] == viz.OPEN_FILL
         assert "classDef error" in viz.to_mermaid(plan)
     finally:
         await flow.shutdown()

@@ -4,7 +4,7 @@ until used (``from asyncflow_graph.backends import LocalExecutionBackend``)."""
 from __future__ import annotations
 
 from .._lazy import lazy_attributes
-from .base import Backend, BackendContext, Command, Remote, Reporter, Work
+from ..protocol import Backend, BackendContext, Command, Remote, Reporter, ThreadSafeReporter, Work
 
 __all__ = [
     "AsyncFlowBackendAdapter",
@@ -17,6 +17,7 @@ __all__ = [
     "OpenAIInferenceBackend",
     "Remote",
     "Reporter",
+    "ThreadSafeReporter",
     "Work",
 ]
 

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import httpx
 
 from ..errors import BackendError, ConfigurationError, UnknownOptionError
+from ..protocol import Work
 from ..spec import GENERATION_OPTIONS, TaskOptions
-from .base import Work
 
 __all__ = [
     "PASS_THROUGH",

@@ -14,12 +14,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ..compiler.plan import Capabilities
 from ..data import InputFile
 from ..describe import describe
 from ..errors import BackendError
-from ..spec import TaskKind, substitute
-from .base import Backend, BackendContext, Work
+from ..protocol import Backend, BackendContext, Capabilities, Work
+from ..spec import TaskKind, bind
 
 __all__ = ["AsyncFlowBackendAdapter"]
 
@@ -68,7 +67,7 @@ class AsyncFlowBackendAdapter(Backend):
 
     def _task_dict(self, work: Work) -> dict[str, Any]:
         node = work.nodes[0]
-        args, kwargs = substitute(node.args, node.kwargs, work.inputs, node.deep)
+        args, kwargs = bind(node, work.inputs)
         return describe(node, args=args, kwargs=kwargs, backend=self.name, payload=work.payload)
 
     def _link(self, work: Work, task: dict[str, Any]) -> None:

@@ -23,11 +23,10 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from ..compiler.plan import Capabilities
 from ..errors import BackendError, ConfigurationError
-from ..spec import Node, substitute
-from ._run import run_command_sync
-from .base import Backend, BackendContext, Command, Remote, Work
+from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
+from ..spec import Node, call
+from .helpers import run_command_sync
 
 __all__ = ["DaskExecutionBackend"]
 
@@ -43,29 +42,25 @@ class _Call:
     """What a worker needs to run one node: shipped inside the Dask task as an
     opaque object, so Dask never mistakes user arguments for graph keys."""
 
-    __slots__ = ("args", "consts", "deep", "func", "kwargs", "names")
+    __slots__ = ("call", "consts", "names")
 
     def __init__(self, node: Node, names: tuple[str, ...], consts: dict[str, Any]) -> None:
-        self.func = node.func
-        self.args = node.args
-        self.kwargs = node.kwargs
-        self.deep = node.deep
+        self.call = node.to_call()
         self.names = names  # our keys of the values Dask passes in, in order
         self.consts = consts  # inputs computed elsewhere, embedded in the graph
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.func, self.args, dict(self.kwargs), self.deep, self.names, self.consts)
+        return (self.call, self.names, self.consts)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.func, self.args, self.kwargs, self.deep, self.names, self.consts = state
+        self.call, self.names, self.consts = state
 
 
-def _call_node(call: _Call, values: list[Any]) -> Any:
-    """Worker side: substitute the dependency values and run the function."""
-    known = dict(call.consts)
-    known.update(zip(call.names, values, strict=True))
-    args, kwargs = substitute(call.args, call.kwargs, known, call.deep)
-    result = call.func(*args, **kwargs)
+def _call_node(task: _Call, values: list[Any]) -> Any:
+    """Worker side: resolve the dependency values and run the function."""
+    known = dict(task.consts)
+    known.update(zip(task.names, values, strict=True))
+    result = call(task.call, known)
     if inspect.iscoroutine(result):  # an async def task: workers run it in a fresh loop
         result = asyncio.run(result)
     return result

@@ -20,11 +20,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..compiler.plan import Capabilities
 from ..errors import BackendError
-from ..spec import Node, substitute
-from ._run import calls_of, resume, run_chain, run_command, run_pickled_chain
-from .base import Backend, Command, Outcome, Work
+from ..protocol import Backend, Capabilities, Command, Outcome, Work
+from ..spec import Node, call
+from .helpers import calls_of, resume, run_chain, run_command, run_pickled_chain
 
 __all__ = ["LocalExecutionBackend"]
 
@@ -223,7 +222,5 @@ class LocalExecutionBackend(Backend):
 
 
 def _call(node: Node, values: Mapping[str, Any]) -> Coroutine[Any, Any, Any]:
-    if node.deps:
-        args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
-        return node.func(*args, **kwargs)  # type: ignore[no-any-return]
-    return node.func(*node.args, **node.kwargs)  # type: ignore[no-any-return]
+    coro: Coroutine[Any, Any, Any] = call(node, values)  # an async unit: a coroutine
+    return coro

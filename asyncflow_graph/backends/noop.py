@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..compiler.plan import Capabilities
+from ..protocol import Backend, Capabilities, Work
 from ..spec import TaskKind
-from .base import Backend, Work
 
 __all__ = ["NoopExecutionBackend"]
 

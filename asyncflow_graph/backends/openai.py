@@ -44,8 +44,8 @@ from typing import Any
 
 import httpx
 
-from ..compiler.plan import Capabilities
 from ..errors import BackendError, ConfigurationError, TaskTimeoutError
+from ..protocol import Backend, BackendContext, Capabilities, Work
 from ..spec import TaskKind
 from ._openai_wire import (
     PASS_THROUGH,
@@ -64,7 +64,6 @@ from ._openai_wire import (
     status_error,
     v1_url,
 )
-from .base import Backend, BackendContext, Work
 
 __all__ = [
     "PASS_THROUGH",

@@ -4,59 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
+from ..protocol import ENGINE_BACKEND, Capabilities, Unit
 from ..spec import EMPTY_MAPPING, Node
 
 if TYPE_CHECKING:
     from ..visualize import Drawing
 
 __all__ = ["ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
-
-#: Pseudo-backend of block nodes: they run on the engine's own event loop.
-ENGINE_BACKEND = "@engine"
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a backend can do; the compiler validates and plans against it."""
-
-    supports_prompts: bool = False
-    #: Work leaves this process (processes, remote clusters): callables must pickle.
-    needs_pickle: bool = False
-    remote: bool = False
-    #: False for dry-run backends: builders of executables/prompts are not run.
-    executes_code: bool = True
-    max_concurrency: int | None = None
-    #: False when the backend takes one task per submission (AsyncFlow adapters).
-    fuse_chains: bool = True
-    #: True when the backend runs a DAG of function tasks as one submission (Dask: one
-    #: graph, one round trip); the compiler then merges each partition's function
-    #: tasks into one graph unit.
-    graph_units: bool = False
-    #: True when the backend applies ``retries=`` itself (Dask's own retries): the
-    #: executor then does not resubmit failed tasks on it.
-    handles_retries: bool = False
-
-
-class Unit(NamedTuple):
-    """One submission: nodes on one backend run as one piece of work
-    (a NamedTuple: immutable and cheap, one per submission).
-
-    A chain unit (``graph=False``, what fusion makes): only the first node has
-    inputs from outside the unit, and each later node depends on exactly the node
-    before it. A graph unit (``graph=True``, for backends with ``graph_units``):
-    ``keys`` are in topological order, each node's dependencies are earlier keys or
-    ``inputs``, and ``inputs`` are every dependency from outside the unit."""
-
-    backend: str
-    keys: tuple[str, ...]
-    inputs: tuple[str, ...]
-    graph: bool = False
-
-    @property
-    def head(self) -> str:
-        return self.keys[0]
 
 
 @dataclass(frozen=True, slots=True)

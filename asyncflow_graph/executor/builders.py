@@ -1,17 +1,85 @@
-"""Turn what an executable/prompt builder returned into a backend payload."""
+"""Executable and prompt builders: run on the engine's loop with the resolved
+values of their inputs, then turned into a backend payload (a :class:`Command` or
+the prompt text)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ..backends.base import Command
 from ..errors import TaskBuildError
-from ..spec import Node, TaskKind
+from ..protocol import Command, Work
+from ..spec import Node, TaskKind, bind
 
-__all__ = ["make_payload"]
+if TYPE_CHECKING:
+    import asyncio
+
+    from .state import RunState
+
+__all__ = ["BuildHost", "Builders", "make_command", "make_payload"]
+
+
+class BuildHost(Protocol):
+    """What the builders need of the executor."""
+
+    loop: asyncio.AbstractEventLoop
+    work_dir: Path
+    state: RunState
+
+    def failed(self, key: str, exc: BaseException) -> None: ...
+    def submit(self, name: str, works: list[Work]) -> None: ...
+    def track(self, key: str, task: asyncio.Task[Any]) -> None: ...
+    def untrack(self, key: str) -> None: ...
+
+
+class Builders:
+    """Runs builders for one executor and submits what they build."""
+
+    __slots__ = ("_executor",)
+
+    def __init__(self, executor: BuildHost) -> None:
+        self._executor = executor
+
+    def build(self, node: Node, work: Work) -> None:
+        """Run ``node``'s builder with ``work``'s inputs, then submit the payload."""
+        executor = self._executor
+        args, kwargs = bind(node, work.inputs)
+        if inspect.iscoroutinefunction(node.func):
+            task = executor.loop.create_task(node.func(*args, **kwargs))
+            executor.track(node.key, task)
+            task.add_done_callback(partial(self._built, node, work))
+            return
+        try:
+            out = node.func(*args, **kwargs)
+        except Exception as exc:
+            executor.failed(node.key, exc)
+            return
+        self._submit(node, work, out)
+
+    def _built(self, node: Node, work: Work, task: asyncio.Task[Any]) -> None:
+        self._executor.untrack(node.key)
+        if task.cancelled():
+            return  # cancel() already ended the key
+        exc = task.exception()
+        if exc is not None:
+            self._executor.failed(node.key, exc)
+        else:
+            self._submit(node, work, task.result())
+
+    def _submit(self, node: Node, work: Work, out: Any) -> None:
+        executor = self._executor
+        if not executor.state.is_open(node.key):
+            return
+        try:
+            payload = make_payload(node, out, executor.work_dir)
+        except Exception as exc:
+            executor.failed(node.key, exc)
+            return
+        executor.submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
 
 
 def make_payload(node: Node, out: Any, work_dir: Path) -> Command | str:

@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..compiler.plan import Plan, Unit
+from ..protocol import TaskState
 
-__all__ = ["HOOKS", "RunObserver", "RunView", "overridden"]
+__all__ = ["HOOKS", "ObservedEngine", "RunObserver", "RunView", "overridden"]
 
 #: the per-step hooks, in lifecycle order
 HOOKS = ("on_plan", "on_submitted", "on_running", "on_done", "on_failed", "on_cancelled")
@@ -42,6 +43,25 @@ class RunView(Protocol):
     def live_counts(self) -> dict[str, tuple[int, int]]:
         """``(queued, running)`` keys per backend now. Safe to call from another
         thread (a metric reader's): it reads snapshots."""
+
+    def outcome(self, key: str) -> TaskState | None:
+        """``key``'s state now (None: not compiled yet)."""
+
+    def error(self, key: str) -> BaseException | None:
+        """The exception ``key`` failed with, if it failed."""
+
+
+class ObservedEngine(Protocol):
+    """What telemetry, event logs and progress bars need of an engine."""
+
+    @property
+    def uid(self) -> str: ...
+    @property
+    def loop(self) -> Any: ...
+    @property
+    def backends(self) -> Mapping[str, Any]: ...
+    def add_observer(self, observer: RunObserver) -> None: ...
+    def remove_observer(self, observer: RunObserver) -> None: ...
 
 
 class RunObserver:

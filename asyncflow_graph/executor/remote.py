@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import ChainMap
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..backends.base import Backend, Remote
+from ..errors import BackendError
+from ..protocol import Backend, Remote, TaskState
 
 __all__ = ["RemoteValues"]
 
@@ -23,10 +24,13 @@ __all__ = ["RemoteValues"]
 class RemoteValues:
     """Remote results of one executor, and the local copies fetched so far."""
 
-    __slots__ = ("_backends", "_fetching", "local", "pending", "refs")
+    __slots__ = ("_backends", "_fetching", "local", "on_pending", "pending", "refs")
 
     def __init__(self, backends: Mapping[str, Backend]) -> None:
         self._backends = backends
+        #: called with a handle future whose value stayed remote and that nobody
+        #: awaits yet (the engine makes awaiting it fetch the value)
+        self.on_pending: Callable[[asyncio.Future[Any]], None] | None = None
         self.refs: dict[str, Remote] = {}  # key -> where its value lives
         self.local: dict[str, Any] = {}  # key -> the fetched value
         #: handle futures of remote keys nobody awaited yet (resolved on demand)
@@ -69,3 +73,45 @@ class RemoteValues:
             self._fetching.pop(key, None)
         self.local[key] = value
         return value
+
+    def hold(self, key: str, value: Remote, fut: asyncio.Future[Any]) -> None:
+        """Resolve ``fut`` with a remote value: at once if someone awaits it,
+        otherwise when someone does (:meth:`resolve_handle`)."""
+        self.refs[key] = value
+        if fut._callbacks:  # awaited or gathered already
+            self.resolve_handle(key, fut)
+            return
+        self.pending[key] = fut
+        if self.on_pending is not None:
+            self.on_pending(fut)
+
+    def resolve_handle(self, key: str, fut: asyncio.Future[Any] | None) -> None:
+        """Fetch ``key``'s remote value and resolve its handle future."""
+        fut = self.pending.pop(key, None) or fut
+        if fut is None or fut.done():
+            return
+        handle = fut
+
+        def resolve(done: asyncio.Future[Any]) -> None:
+            if handle.done():
+                return
+            if done.cancelled():
+                asyncio.Future.cancel(handle, "fetching the result was cancelled")
+            elif (exc := done.exception()) is not None:
+                handle.set_exception(
+                    BackendError(f"could not fetch the result of task {key!r}: {exc!r}")
+                )
+            else:
+                handle.set_result(done.result())
+
+        self.fetch(key).add_done_callback(resolve)
+
+    def cancel_unfetched(self) -> None:
+        """Shutdown: the handles whose value was never fetched end cancelled."""
+        for key, fut in self.pending.items():
+            if not fut.done():
+                fut.state = TaskState.CANCELLED  # type: ignore[attr-defined]
+                asyncio.Future.cancel(
+                    fut, f"engine shutdown: the result of {key!r} stayed on its backend unfetched"
+                )
+        self.pending.clear()

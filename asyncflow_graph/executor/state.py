@@ -1,76 +1,86 @@
-"""The executor's pure state machine: events in, instructions out.
+"""The executor's pure state machine: events in, typed instructions out.
 
-``RunState`` knows every compiled unit, which keys each one still waits for, and
-how every key ended. It never touches a future, a backend or the event loop: the
-driver feeds it events (``done``, ``fail``, ``cancel``) and acts on what it returns
-(jobs now ready to submit; keys that ended as a consequence).
+``RunState`` knows every compiled unit, which keys each one still waits for, how
+every key ended, when each started, and which block created which task. It never
+touches a future, a backend or the event loop: the driver feeds it events
+(``add``, ``running``, ``done``, ``fail``, ``cancel``, ``time_out``) and carries out
+the :mod:`~asyncflow_graph.executor.instructions` it returns. The decisions live
+here: whether a failure is retried and after how long, which timeout governs a
+unit, which members end with their block.
 
 Invariants (checked by the property tests):
 * every key added is in exactly one of: open (``_job_of``), ``values``,
   ``failures``, ``cancelled`` — and once it leaves "open" it never changes again;
 * a job is returned as ready exactly once, and only when every input has a value;
 * a key fails iff it raised or a key it depends on failed; it is cancelled iff it
-  or an ancestor was cancelled (and no ancestor failed first);
+  or an ancestor was cancelled (and no ancestor failed first), or its block ended;
+* ``_started_at`` holds exactly the keys running now; a key's duration is in
+  ``durations`` before the instruction that ends it is returned;
 * nothing recurses: a 10,000-long chain fails or cancels iteratively.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from time import perf_counter
 from typing import Any
 
-from ..compiler.plan import Unit
-from ..errors import DependencyFailureError
-from ..spec import Node
+from ..errors import DependencyFailureError, TaskTimeoutError
+from ..protocol import TaskState, Unit
+from ..spec import EMPTY_MAPPING, Node
+from .instructions import (
+    ENDED,
+    NOTHING,
+    RUNNING,
+    WAITING,
+    Ended,
+    Instruction,
+    Job,
+    Ready,
+    RetryAfter,
+    StopWork,
+)
 
-__all__ = ["Job", "RunState"]
+__all__ = ["Job", "RunState"]  # Job: re-exported from .instructions
 
-WAITING, RUNNING, ENDED = 0, 1, 2
 GRAPH_DONE = -2  # _end's index for a graph-unit key whose dependents were already found
-
-
-class Job:
-    """Run-time record of one unit (the only per-unit allocation).
-
-    ``remaining`` counts what the job waits for: while WAITING, its inputs without
-    a value; from RUNNING on, its keys that have not ended (ENDED at zero)."""
-
-    __slots__ = ("attempts", "remaining", "status", "unit")
-
-    def __init__(self, unit: Unit, remaining: int) -> None:
-        self.unit = unit
-        self.remaining = remaining
-        self.status = WAITING
-        self.attempts = 0
-
-    def __repr__(self) -> str:
-        return f"Job({self.unit.keys[0]!r}, remaining={self.remaining}, status={self.status})"
 
 
 class RunState:
     __slots__ = (
+        "_clock",
         "_job_of",
+        "_members",
+        "_started_at",
+        "_survivors",
         "_waiters",
+        "backend_retries",
         "cancelled",
+        "closing",
         "durations",
         "failures",
         "nodes",
-        "ready_after_end",
         "values",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = perf_counter) -> None:
         self.nodes: dict[str, Node] = {}
         self.values: dict[str, Any] = {}
         self.failures: dict[str, BaseException] = {}
         self.cancelled: dict[str, str | None] = {}
         #: seconds from RUNNING to the end, for the keys whose backend reported RUNNING
         self.durations: dict[str, float] = {}
+        #: backends that apply ``retries=`` themselves (failures there are final)
+        self.backend_retries: set[str] = set()
+        #: set when the engine shuts down: nothing is retried any more
+        self.closing = False
+        self._clock = clock
         self._job_of: dict[str, Job] = {}  # open key -> the job that computes it
         self._waiters: dict[str, list[Job]] = {}  # open key -> jobs waiting for it
-        #: jobs made ready by ending keys (the rest of a split graph unit); the
-        #: driver takes them after every fail/cancel
-        self.ready_after_end: list[Job] = []
+        self._started_at: dict[str, float] = {}  # running key -> clock() at RUNNING
+        self._members: dict[str, list[str]] = {}  # block key -> keys its body created
+        #: what survived a split graph unit and is ready: returned with the ending
+        self._survivors: list[Job] = []
 
     # -- queries ----------------------------------------------------------------------
 
@@ -88,12 +98,32 @@ class RunState:
     def job_of(self, key: str) -> Job | None:
         return self._job_of.get(key)
 
+    def outcome(self, key: str) -> TaskState | None:
+        """How ``key`` stands now; None for a key this state never saw."""
+        if key in self._job_of:
+            return TaskState.RUNNING if key in self._started_at else TaskState.PENDING
+        if key in self.values:
+            return TaskState.DONE
+        if key in self.failures:
+            return TaskState.FAILED
+        if key in self.cancelled:
+            return TaskState.CANCELLED
+        return None
+
+    def started(self) -> set[str]:
+        """The keys running now (a snapshot, safe to read from another thread)."""
+        return set(self._started_at)
+
     @property
     def open_count(self) -> int:
         return len(self._job_of)
 
     def open_keys(self) -> list[str]:
         return list(self._job_of)
+
+    def timeout_of(self, job: Job) -> float | None:
+        """The timeout that governs ``job`` from its submission: its head's."""
+        return self.nodes[job.unit.keys[0]].options.timeout
 
     # -- events -----------------------------------------------------------------------
 
@@ -102,10 +132,14 @@ class RunState:
         nodes: Mapping[str, Node],
         units: Iterable[Unit],
         errors: Mapping[str, BaseException],
-        cancelled: Mapping[str, Any] = {},
-    ) -> tuple[list[Job], list[str]]:
-        """Register a compiled batch. Returns jobs ready now and keys that ended
-        now (compile-time errors and their dependents, or inputs that had failed)."""
+        cancelled: Mapping[str, Any] = EMPTY_MAPPING,
+    ) -> Sequence[Instruction]:
+        """Register a compiled batch. Returns the jobs ready now and the keys that
+        ended now (compile-time errors and their dependents, keys cancelled before
+        they were compiled, inputs that had failed, members of ended blocks)."""
+        late = self._adopt_members(nodes)
+        if late:
+            cancelled = {**cancelled, **late}
         self.nodes.update(nodes)
         ready: list[Job] = []
         doomed: list[Job] = []
@@ -137,26 +171,56 @@ class RunState:
                     ready.append(job)
         ended: list[str] = []
         for key, exc in errors.items():
-            ended += self.fail(key, exc)
+            ended += self._end(key, exc, failed=True)
         for key, msg in cancelled.items():
-            ended += self.cancel(key, msg)
+            ended += self._end(key, msg, failed=False)
         for job in doomed:
             if job.status is WAITING:
                 ended += self._end_from_inputs(job)
-        return ready, ended
+        if not ended:
+            return (Ready(ready),) if ready else NOTHING
+        # Ended keys first (and what survived a split graph unit, next turn), then
+        # what is ready now.
+        answer = list(self._ended(ended))
+        if ready:
+            answer.append(Ready(ready))
+        return answer
 
-    def done(self, key: str, value: Any) -> list[Job]:
+    def _adopt_members(self, nodes: Mapping[str, Node]) -> dict[str, Any]:
+        """Record which block created each node. A node compiled after its block
+        ended (it waited in the intake's backlog) ends as the block's other
+        members did: cancelled. Returns those late ones."""
+        late: dict[str, Any] = {}
+        for key, node in nodes.items():
+            block = node.parent
+            if block is None:
+                continue
+            if block in self.cancelled or block in self.failures:
+                late[key] = self.cancelled.get(block)
+            else:
+                self._members.setdefault(block, []).append(key)
+        return late
+
+    def running(self, key: str) -> None:
+        """The backend started ``key`` (or a block body began)."""
+        self._started_at[key] = self._clock()
+
+    def done(self, key: str, value: Any) -> Sequence[Instruction]:
         """``key`` produced ``value``. Returns the jobs that became ready."""
         job = self._job_of.pop(key, None)
         if job is None:  # ended already (cancelled, timed out): the late result is dropped
-            return []
+            return NOTHING
         self.values[key] = value
+        if self._started_at:
+            self._record_duration(key)
+        if self._members:
+            self._members.pop(key, None)
         job.remaining -= 1
         if job.remaining == 0:
             job.status = ENDED
         waiting = self._waiters.pop(key, None)
         if not waiting:
-            return []
+            return NOTHING
         ready = []
         for j in waiting:
             j.remaining -= 1
@@ -164,15 +228,41 @@ class RunState:
                 j.status = RUNNING
                 j.remaining = len(j.unit.keys)
                 ready.append(j)
-        return ready
+        return (Ready(ready),) if ready else NOTHING
 
-    def fail(self, key: str, exc: BaseException) -> list[str]:
-        """``key`` raised ``exc``. Returns every key that ended as a consequence."""
-        return self._end(key, exc, failed=True)
+    def fail(self, key: str, exc: BaseException) -> Sequence[Instruction]:
+        """``key`` raised ``exc``: retried if it has retries left (and its backend
+        does not retry by itself), else it ends with every dependent."""
+        job = self._job_of.get(key)
+        if job is None:
+            return NOTHING
+        retries = self.nodes[key].options.retries
+        if (
+            job.attempts < retries
+            and not self.closing
+            and job.unit.backend not in self.backend_retries
+        ):
+            self._started_at.pop(key, None)  # queued again until the backend restarts it
+            again = self.retry(job, key)
+            delay = self.nodes[key].options.retry_delay * (2**job.attempts)
+            return (RetryAfter(again, delay, key, exc),)
+        return self._ended(self._end(key, exc, failed=True))
 
-    def cancel(self, key: str, msg: str | None = None) -> list[str]:
+    def cancel(self, key: str, msg: str | None = None) -> Sequence[Instruction]:
         """``key`` was cancelled. Returns every key cancelled as a consequence."""
-        return self._end(key, msg, failed=False)
+        return self._ended(self._end(key, msg, failed=False))
+
+    def time_out(self, job: Job) -> Sequence[Instruction]:
+        """``job``'s timer fired: when the same job still runs its head, stop its
+        work and fail the head with :class:`TaskTimeoutError` (retried as any
+        failure)."""
+        head = job.unit.keys[0]
+        if self._job_of.get(head) is not job:
+            return NOTHING
+        node = self.nodes[head]
+        timeout = node.options.timeout
+        error = TaskTimeoutError(f"task {node.name!r} did not finish within {timeout} s")
+        return (StopWork(head), *self.fail(head, error))
 
     def retry(self, job: Job, from_key: str) -> Job:
         """A fresh job running ``job``'s unit again from ``from_key`` (a chain) or
@@ -191,6 +281,42 @@ class RunState:
         for k in keys:
             self._job_of[k] = again
         return again
+
+    def _record_duration(self, key: str) -> None:
+        t0 = self._started_at.pop(key, None)
+        if t0 is not None:
+            self.durations[key] = self._clock() - t0
+
+    def _ended(self, ended: list[str]) -> Sequence[Instruction]:
+        """The instructions for keys that ended by failure or cancel: blocks take
+        their open members with them (cancelled), a split graph unit's survivors
+        run on."""
+        if not ended:
+            return NOTHING
+        if self._started_at:
+            for k in ended:
+                self._record_duration(k)
+        if self._members:
+            ended = self._end_members(ended)
+        return _answer(self._take_survivors(), ended, later=True)
+
+    def _end_members(self, ended: list[str]) -> list[str]:
+        out: list[str] = []
+        todo = list(reversed(ended))
+        while todo:
+            k = todo.pop()
+            out.append(k)
+            members = self._members.pop(k, None)
+            if not members:
+                continue
+            msg = self.cancelled.get(k)
+            for m in members:
+                more = self._end(m, msg, failed=False)
+                if self._started_at:
+                    for e in more:
+                        self._record_duration(e)
+                todo.extend(reversed(more))
+        return out
 
     # -- propagation --------------------------------------------------------------------
 
@@ -291,8 +417,14 @@ class RunState:
             if again.remaining == 0:
                 again.status = RUNNING
                 again.remaining = len(survivors)
-                self.ready_after_end.append(again)
+                self._survivors.append(again)
         return doomed
+
+    def _take_survivors(self) -> list[Job]:
+        if not self._survivors:
+            return []
+        jobs, self._survivors = self._survivors, []
+        return jobs
 
     def _graph_inputs(self, keys: Sequence[str]) -> tuple[str, ...]:
         """The dependencies from outside ``keys`` of a graph unit made of them, in order."""
@@ -314,9 +446,10 @@ class RunState:
         head = job.unit.keys[0]
         failed_inputs = [d for d in job.unit.inputs if d in self.failures]
         if failed_inputs:
-            return self.fail(head, self._dependency_error(head, self.failures[failed_inputs[0]]))
+            cause = self.failures[failed_inputs[0]]
+            return self._end(head, self._dependency_error(head, cause), failed=True)
         msg = next(self.cancelled[d] for d in job.unit.inputs if d in self.cancelled)
-        return self.cancel(head, msg)
+        return self._end(head, msg, failed=False)
 
     def _dependency_error(
         self, key: str, cause: BaseException, failing: Container[str] = ()
@@ -332,3 +465,14 @@ class RunState:
             failed_dependencies=failed,
             root_cause=cause,
         )
+
+
+def _answer(ready: list[Job], ended: list[str], *, later: bool = False) -> Sequence[Instruction]:
+    """Ended keys first (their futures resolve before dependents are submitted)."""
+    if ready and ended:
+        return (Ended(ended), Ready(ready, later))
+    if ended:
+        return (Ended(ended),)
+    if ready:
+        return (Ready(ready, later),)
+    return NOTHING

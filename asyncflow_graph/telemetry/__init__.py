@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from ..engine import WorkflowEngine
-    from ..executor.events import RunObserver
+    from ..executor.events import ObservedEngine, RunObserver
     from .eventlog import EventLog, EventRecord, TaskRecord, load_tasks, read_events, record_events
     from .manager import TelemetryEvent, TelemetryManager
     from .progress import ProgressBar, show_progress
@@ -67,7 +66,7 @@ __getattr__ = lazy_attributes(
 
 
 async def start_telemetry(
-    engine: WorkflowEngine,
+    engine: ObservedEngine,
     resource_poll_interval: float = 5.0,
     checkpoint_interval: float | None = None,
     checkpoint_path: str | os.PathLike[str] | None = None,
@@ -133,7 +132,7 @@ async def start_telemetry(
     return manager
 
 
-def _detach(engine: WorkflowEngine, observer: RunObserver, close: Callable[[], None]) -> None:
+def _detach(engine: ObservedEngine, observer: RunObserver, close: Callable[[], None]) -> None:
     engine.remove_observer(observer)
     close()
 

@@ -31,7 +31,7 @@ from ..compiler.plan import Plan, Unit
 from ..executor.events import RunObserver
 
 if TYPE_CHECKING:
-    from ..engine import WorkflowEngine
+    from ..executor.events import ObservedEngine
 
 __all__ = ["EventLog", "EventRecord", "TaskRecord", "load_tasks", "read_events", "record_events"]
 
@@ -50,7 +50,7 @@ class EventLog(RunObserver):
     """A run observer writing the JSONL log (attach with ``engine.add_observer``
     or :func:`record_events`)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, engine: WorkflowEngine | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, engine: ObservedEngine | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
@@ -163,7 +163,7 @@ def _slots(backend: Any) -> int | None:
 
 
 @contextmanager
-def record_events(engine: WorkflowEngine, path: str | os.PathLike[str]) -> Iterator[EventLog]:
+def record_events(engine: ObservedEngine, path: str | os.PathLike[str]) -> Iterator[EventLog]:
     """Write ``engine``'s lifecycle events to ``path`` while the block runs::
 
     with record_events(flow, "run.jsonl"):

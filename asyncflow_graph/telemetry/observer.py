@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from ..compiler.plan import ENGINE_BACKEND, Plan, Unit
 from ..executor.events import RunObserver, RunView
+from ..protocol import TaskState
 from ..spec import Node
-from .manager import (
+from .names import (
     TASK_CANCELED,
     TASK_COMPLETED,
     TASK_CREATED,
@@ -42,8 +43,14 @@ __all__ = [
     "TelemetryObserver",
 ]
 
-DONE, FAILED, CANCELLED, OPEN = 0, 1, 2, 3
-_END_EVENT = (TASK_COMPLETED, TASK_FAILED, TASK_CANCELED)
+# How a task span ends; RUNNING: it had not ended when the session did.
+DONE, FAILED, CANCELLED, OPEN = (
+    TaskState.DONE,
+    TaskState.FAILED,
+    TaskState.CANCELLED,
+    TaskState.RUNNING,
+)
+_END_EVENT = {DONE: TASK_COMPLETED, FAILED: TASK_FAILED, CANCELLED: TASK_CANCELED}
 #: pending histogram values per backend are pushed in the hot path past this many
 #: (only when no metric reader collects for that long: it bounds the memory)
 MAX_PENDING_DURATIONS = 100_000
@@ -57,7 +64,7 @@ class SpanSink(Protocol):
     def workflow(self, wid: str, t: int) -> Any: ...
     def block_started(self, node: Node, pid: int, t: int) -> None: ...
     def task_ended(
-        self, node: Node, backend: str, pid: int, start: int, end: int, outcome: int, err: Any
+        self, node: Node, backend: str, pid: int, start: int, end: int, outcome: TaskState, err: Any
     ) -> None: ...
     def tasks_done(self, done: Sequence[tuple[Node, str, int, int]], end: int) -> None: ...
 
@@ -185,7 +192,7 @@ class TelemetryObserver(RunObserver):
     def on_cancelled(self, key: str, msg: str | None) -> None:
         self._end(key, CANCELLED, msg)
 
-    def _end(self, key: str, outcome: int, err: Any) -> None:
+    def _end(self, key: str, outcome: TaskState, err: Any) -> None:
         rec = self.recs.pop(key, None)
         if rec is None:  # planned before telemetry started
             return

@@ -22,7 +22,7 @@ from ..compiler.plan import ENGINE_BACKEND, Plan, Unit
 from ..executor.events import RunObserver
 
 if TYPE_CHECKING:
-    from ..engine import WorkflowEngine
+    from ..executor.events import ObservedEngine
 
 __all__ = ["ProgressBar", "show_progress"]
 
@@ -39,7 +39,7 @@ class ProgressBar(RunObserver):
 
     def __init__(
         self,
-        engine: WorkflowEngine | None = None,
+        engine: ObservedEngine | None = None,
         *,
         live: bool | None = None,
         console: Any = None,
@@ -183,7 +183,7 @@ class ProgressBar(RunObserver):
 
 
 def show_progress(
-    engine: WorkflowEngine, *, live: bool | None = None, console: Any = None
+    engine: ObservedEngine, *, live: bool | None = None, console: Any = None
 ) -> ProgressBar:
     """A progress bar for ``engine``'s tasks while a ``with`` block runs::
 

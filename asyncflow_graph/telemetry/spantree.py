@@ -42,16 +42,17 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from .. import __version__
+from .._version import __version__
 from ..compiler.plan import ENGINE_BACKEND
+from ..protocol import TaskState
 from ..spec import Node
 from .observer import CANCELLED, DONE, FAILED, OPEN
 
 __all__ = ["SCOPE", "SpanTree"]
 
 SCOPE = "asyncflow_graph"
-_STATUS = ("completed", "failed", "canceled", "unfinished")
-_STATE = ("DONE", "FAILED", "CANCELLED", "UNFINISHED")
+_STATUS = {DONE: "completed", FAILED: "failed", CANCELLED: "canceled", OPEN: "unfinished"}
+_STATE = {DONE: "DONE", FAILED: "FAILED", CANCELLED: "CANCELLED", OPEN: "UNFINISHED"}
 _UNSET = Status(StatusCode.UNSET)
 _TS = DEFAULT_TRACE_STATE
 
@@ -221,7 +222,7 @@ class SpanTree:
             on_end(make(context, parent, node, backend, pid, start, end))
 
     def task_ended(
-        self, node: Node, backend: str, pid: int, start: int, end: int, outcome: int, err: Any
+        self, node: Node, backend: str, pid: int, start: int, end: int, outcome: TaskState, err: Any
     ) -> None:
         if backend == ENGINE_BACKEND and node.key in self.blocks:
             self._end_block(self.blocks.pop(node.key), node, end, outcome, err)
@@ -248,7 +249,7 @@ class SpanTree:
         self.on_end(span)
 
     def _outcome(
-        self, attrs: dict[str, Any], outcome: int, err: Any, t: int
+        self, attrs: dict[str, Any], outcome: TaskState, err: Any, t: int
     ) -> tuple[Status, tuple[Event, ...]]:
         if outcome == FAILED and isinstance(err, BaseException):
             attrs["error_type"] = type(err).__name__
@@ -258,11 +259,11 @@ class SpanTree:
             attrs["asyncflow.cancel_message"] = str(err)
         return _UNSET, ()
 
-    def _end_block(self, span: Any, node: Node, end: int, outcome: int, err: Any) -> None:
+    def _end_block(self, span: Any, node: Node, end: int, outcome: TaskState, err: Any) -> None:
         attrs: dict[str, Any] = {}
         status: Status = _UNSET
         events: tuple[Event, ...] = ()
-        if outcome:
+        if outcome is not DONE:
             status, events = self._outcome(attrs, outcome, err, end)
         attrs["status"] = _STATUS[outcome]
         attrs["asyncflow.state"] = _STATE[outcome]
@@ -299,7 +300,7 @@ def _attributes(node: Node, backend: str, pid: int, sid: str) -> dict[str, Any]:
 
 
 def _task_attributes(
-    node: Node, backend: str, pid: int, sid: str, outcome: int = DONE
+    node: Node, backend: str, pid: int, sid: str, outcome: TaskState = DONE
 ) -> dict[str, Any]:
     attrs = _attributes(node, backend, pid, sid)
     attrs["status"] = _STATUS[outcome]

@@ -1,7 +1,17 @@
-"""Running a unit's calls and commands; shared by the built-in backends.
+"""Helpers for writing backends: running a unit's calls and commands.
 
-``run_chain`` is a plain function so it can run in a thread, in a worker process
-(shipped with cloudpickle) or on a Dask worker alike.
+Every built-in backend uses them, and a third-party backend can too (see
+``docs/backends.md``):
+
+* :func:`calls_of` reduces a :class:`~asyncflow_graph.protocol.Work` to picklable
+  :class:`~asyncflow_graph.spec.Call` values; :func:`run_chain` runs them back to
+  back — a plain function, so it runs in a thread, in a worker process (shipped
+  with cloudpickle, or :func:`run_pickled_chain`) or on a remote worker alike — and
+  returns the outcomes to hand to ``Reporter.ended``;
+* :func:`run_command` / :func:`run_command_sync` run a built
+  :class:`~asyncflow_graph.protocol.Command` (a child of the loop, or blocking);
+* :func:`resume` continues a coroutine whose first step ran outside a Task;
+* :class:`~asyncflow_graph.protocol.ThreadSafeReporter` reports from other threads.
 """
 
 from __future__ import annotations
@@ -11,14 +21,16 @@ import inspect
 import os
 import subprocess
 import types
-from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from typing import Any
 
 from ..errors import CommandFailedError, SerializationError
-from .base import Command, Outcome, Work
+from ..protocol import Command, Outcome, ThreadSafeReporter, Work
+from ..spec import Call, call
 
 __all__ = [
     "Call",
+    "ThreadSafeReporter",
     "calls_of",
     "resume",
     "run_chain",
@@ -26,9 +38,6 @@ __all__ = [
     "run_command_sync",
     "run_pickled_chain",
 ]
-
-#: (key, func, args, kwargs, deep) — a node reduced to what running it needs.
-Call = tuple[str, Callable[..., Any], tuple[Any, ...], dict[str, Any], bool]
 
 
 @types.coroutine
@@ -56,27 +65,27 @@ def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, 
 
 
 def calls_of(work: Work) -> list[Call]:
-    return [(n.key, n.func, n.args, dict(n.kwargs), n.deep) for n in work.nodes]
+    """The nodes of ``work`` as picklable calls, in order."""
+    return [n.to_call() for n in work.nodes]
 
 
 def run_chain(calls: Sequence[Call], inputs: Mapping[str, Any]) -> list[Outcome]:
-    """Run calls back to back; stop at the first failure. Coroutine functions get
-    a private event loop (we are off the engine's loop here)."""
-    from ..spec import substitute
-
+    """Run ``calls`` (a chain: each later call takes the one before) back to back
+    with ``inputs`` (the work's input values); stop at the first failure.
+    Coroutine functions get a private event loop (we are off the engine's loop
+    here). Returns ``(key, ok, value-or-exception)`` outcomes, in order."""
     values: Mapping[str, Any] = inputs
     out: list[Outcome] = []
-    for key, func, args, kwargs, deep in calls:
+    for c in calls:
         try:
-            a, kw = substitute(args, kwargs, values, deep)
-            value = func(*a, **kw)
+            value = call(c, values)
             if inspect.iscoroutine(value):
                 value = asyncio.run(value)
         except Exception as exc:
-            out.append((key, False, exc))
+            out.append((c.key, False, exc))
             return out
-        out.append((key, True, value))
-        values = {key: value}
+        out.append((c.key, True, value))
+        values = {c.key: value}
     return out
 
 
