@@ -7,7 +7,6 @@ servers and resolves asyncio futures.
 
 from __future__ import annotations
 
-from ._version import __version__
 from .backends.local import LocalExecutionBackend
 from .backends.noop import NoopExecutionBackend
 from .compiler import Plan
@@ -16,6 +15,7 @@ from .engine import WorkflowEngine
 from .errors import DependencyFailureError
 from .graph import Graph
 from .script import Delayed, compile, compute, executable_task, function_task, prompt_task
+from .version import __version__
 
 __all__ = [
     "Delayed",

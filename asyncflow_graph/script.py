@@ -31,12 +31,12 @@ class Delayed:
     """An unbound task: a node plus its parents. Pass it to other tasks, draw it,
     compile it, or ``compute()`` it."""
 
-    __slots__ = ("__weakref__", "_parents", "key", "node")
+    __slots__ = ("__weakref__", "key", "node", "parents")
 
     def __init__(self, node: Node, parents: tuple[Delayed, ...]) -> None:
         self.node = node
         self.key = node.key
-        self._parents = parents
+        self.parents = parents
 
     @property
     def graph(self) -> Graph:
@@ -134,7 +134,7 @@ def _merged_graph(handles: list[Delayed]) -> Graph:
         d = todo.pop()
         if d.key not in seen:
             seen[d.key] = d.node
-            todo.extend(d._parents)
+            todo.extend(d.parents)
     # Keys from one builder count up in call order, which is topological; sort
     # on that instead of a full toposort when every key has the counter form.
     try:

@@ -3,7 +3,7 @@ until used (``from asyncflow_graph.backends import LocalExecutionBackend``)."""
 
 from __future__ import annotations
 
-from .._lazy import lazy_attributes
+from ..lazy import lazy_attributes
 from ..protocol import Backend, BackendContext, Command, Remote, Reporter, ThreadSafeReporter, Work
 
 __all__ = [

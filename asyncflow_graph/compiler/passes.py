@@ -32,6 +32,7 @@ __all__ = [
     "fuse",
     "merge_graph_units",
     "partition",
+    "shares_submission",
     "validate",
 ]
 
@@ -133,6 +134,18 @@ def _topological(nodes: Mapping[str, Node]) -> list[str]:
     return list(nodes)
 
 
+def shares_submission(node: Node, errors: Container[str], *, first: bool = False) -> bool:
+    """The one fusion rule, used by every pass that fuses: only function tasks
+    without a compile-time error share a submission with other tasks, and a task
+    with a ``timeout=`` of its own only as the ``first`` of its unit (the unit's
+    timer starts at its submission, so it would cover tasks after it)."""
+    return (
+        node.kind is TaskKind.FUNCTION
+        and node.key not in errors
+        and (first or node.options.timeout is None)
+    )
+
+
 def fuse(
     nodes: Mapping[str, Node],
     backend_of: Mapping[str, str],
@@ -143,9 +156,9 @@ def fuse(
     """Group linear chains of function tasks on one backend into single units.
 
     ``b`` joins ``a``'s unit when ``b`` depends on ``a`` alone, ``a`` has no other
-    dependent here, both are function tasks on the same backend (one that accepts
-    chains), both are async or both plain, neither has a compile-time error and
-    ``b`` has no timeout of its own. Units come out in topological order."""
+    dependent here, both may share a submission (:func:`shares_submission`, ``a``
+    as the first of the two), both run on the same backend (one that accepts
+    chains), and both are async or both plain. Units come out in topological order."""
     flags: dict[Any, bool] = {}
 
     def is_async(func: Any) -> bool:
@@ -166,17 +179,14 @@ def fuse(
         deps = node.deps
         if (
             len(deps) == 1
-            and node.kind is TaskKind.FUNCTION
-            and node.options.timeout is None
-            and key not in errors
             and backend_of[key] not in no_fuse
             and (prev := chain_of.get(deps[0])) is not None
             and n_dependents[deps[0]] == 1
-            and nodes[deps[0]].kind is TaskKind.FUNCTION
             and backend_of[deps[0]] == backend_of[key]
+            and shares_submission(node, errors)
+            and shares_submission(nodes[deps[0]], errors, first=True)
             # async and plain bodies run in different places (loop vs pool)
             and is_async(node.func) == is_async(nodes[deps[0]].func)
-            and deps[0] not in errors
         ):
             prev.append(key)
             chain_of[key] = prev
@@ -336,8 +346,9 @@ def merge_graph_units(
 ) -> Partition:
     """Merge a partition's function units into one graph unit (one submission).
 
-    A unit joins when all its nodes are plain function tasks without a timeout or a
-    compile-time error and every unit of this partition it depends on joined too.
+    A unit joins when every node of it may share a submission
+    (:func:`shares_submission`; a graph unit has no first task whose timer could
+    cover the rest) and every unit of this partition it depends on joined too.
     That set is closed under in-partition ancestors, so nothing outside it feeds it
     from inside the partition and the units stay acyclic. Units are in topological
     order, so concatenating their keys keeps the graph unit's keys topological."""
@@ -345,10 +356,7 @@ def merge_graph_units(
     joined: list[int] = []
     joined_set: set[int] = set()
     for i, unit in enumerate(part.units):
-        if any(
-            nodes[k].kind is not TaskKind.FUNCTION or nodes[k].options.timeout is not None
-            for k in unit.keys
-        ) or any(k in errors for k in unit.keys):
+        if not all(shares_submission(nodes[k], errors) for k in unit.keys):
             continue
         if all(keys_of_unit.get(d, -1) in joined_set or d not in keys_of_unit for d in unit.inputs):
             joined.append(i)

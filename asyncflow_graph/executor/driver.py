@@ -32,6 +32,7 @@ from ..protocol import (
 from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
 from .builders import Builders
 from .events import RunObserver, RunView
+from .inflight import InFlight
 from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
 from .observers import Observers
 from .remote import RemoteValues
@@ -65,13 +66,12 @@ class Executor:
         #: key -> its handle (made by the intake); resolved here only
         self.futures: dict[str, asyncio.Future[Any]] = {}
         self.observers = Observers()
-        self.works: dict[str, Work] = {}  # head key (every key of a graph unit) -> work
-        self.view: RunView = ExecutorView(self.state, self.works)
+        self.inflight = InFlight(loop, self.backends, self.spawn)
+        self.view: RunView = ExecutorView(self.state, self.inflight.works)
         self.remote = RemoteValues(self.backends)
         self.builders = Builders(self)
         self._block_runner = block_runner
         self._tasks: dict[str, asyncio.Task[Any]] = {}  # head key -> block body / builder
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
@@ -117,7 +117,7 @@ class Executor:
             elif type(ins) is RetryAfter:
                 self._retry(ins)
             elif type(ins) is StopWork:
-                self._stop_work(ins.key)
+                self.inflight.stop_timed_out(ins.key)
 
     def _dispatch(self, jobs: list[Job]) -> None:
         nodes, values = self.state.nodes, self.state.values
@@ -151,12 +151,7 @@ class Executor:
     def _fetch_first(self, job: Job, head: Node) -> bool:
         """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it.
         False when there is nothing to fetch."""
-        unit = job.unit
-        here = head.kind is not TaskKind.FUNCTION  # builders and block bodies run here
-        missing = self.remote.missing(
-            head.deps if head.kind is TaskKind.BLOCK else unit.inputs,
-            None if here else unit.backend,
-        )
+        missing = self.remote.missing_for(head, job.unit)
         if not missing:
             return False
         self.spawn(self._fetch_then_dispatch(job, missing))
@@ -175,17 +170,11 @@ class Executor:
 
     def submit(self, name: str, works: list[Work]) -> None:
         """Hand ``works`` (ready, builders run) to backend ``name``."""
-        running, state = self.works, self.state
+        inflight, state = self.inflight, self.state
         for w in works:
-            if w.unit.graph:  # each key of a graph unit ends on its own
-                for k in w.unit.keys:
-                    running[k] = w
-            head = w.unit.keys[0]
-            running[head] = w
-            job = state.job_of(head)
-            timeout = state.timeout_of(job) if job is not None else None
-            if job is not None and timeout is not None:
-                self._timers[head] = self.loop.call_later(timeout, self._timed_out, job)
+            job = state.job_of(w.unit.keys[0])
+            if job is not None:
+                inflight.add(w, state.timeout_of(job), partial(self._timed_out, job))
         if self.observers:
             self.observers.notify("on_submitted", name, [w.unit for w in works])
         try:
@@ -247,9 +236,9 @@ class Executor:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
         if job.unit.graph:
-            self.works.pop(key, None)
+            self.inflight.works.pop(key, None)
         elif job.status == ENDED:
-            self._finish_work(job.unit.keys[0])
+            self.inflight.finish(job.unit.keys[0])
         if self.observers.on_done:
             self.observers.done(key, value)
         fut = self.futures.get(key)
@@ -287,7 +276,7 @@ class Executor:
         if job is None:
             return
         # A graph unit's other keys may still be running: only this key's work ends.
-        self._finish_work(key if job.unit.graph else job.unit.keys[0])
+        self.inflight.finish(key if job.unit.graph else job.unit.keys[0])
         self._carry_out(self.state.fail(key, exc))
 
     def cancelled(self, key: str, msg: str | None = None) -> None:
@@ -319,29 +308,9 @@ class Executor:
         """Fetch ``key``'s remote value and resolve its handle future."""
         self.remote.resolve_handle(key, self.futures.get(key))
 
-    def _finish_work(self, head: str) -> None:
-        self.works.pop(head, None)
-        timer = self._timers.pop(head, None)
-        if timer is not None:
-            timer.cancel()
-
     def _timed_out(self, job: Job) -> None:
-        self._timers.pop(job.unit.keys[0], None)
+        self.inflight.timer_fired(job.unit.keys[0])
         self._carry_out(self.state.time_out(job))
-
-    def _stop_work(self, key: str) -> None:
-        work = self.works.get(key)
-        if work is None:
-            return
-        log.warning(
-            "task %r timed out after %s s; cancelling it on backend %r (work already in a "
-            "thread runs to its end and its result is discarded)",
-            work.nodes[0].name,
-            work.nodes[0].options.timeout,
-            work.unit.backend,
-        )
-        self._finish_work(key)  # the failure that follows must not cancel it again
-        self.spawn(self.backends[work.unit.backend].cancel(work))
 
     # -- ending -------------------------------------------------------------------------
 
@@ -357,7 +326,7 @@ class Executor:
                 exc = state.failures[key]
                 if observers:
                     observers.notify("on_failed", key, exc)
-                self._stop_running(key, cancelled=False)
+                self.inflight.stop(key, state.nodes[key], cancelled=False)
                 if fut is not None and not fut.done():
                     fut.state = TaskState.FAILED  # type: ignore[attr-defined]
                     fut.set_exception(exc)
@@ -366,20 +335,9 @@ class Executor:
             else:
                 if observers:
                     observers.notify("on_cancelled", key, state.cancelled.get(key))
-                self._stop_running(key, cancelled=True)
+                self.inflight.stop(key, state.nodes[key], cancelled=True)
                 if fut is not None and not fut.done():
                     self.cancel_handle(key, state.cancelled.get(key))
-
-    def _stop_running(self, key: str, *, cancelled: bool) -> None:
-        work = self.works.get(key)
-        if work is None:
-            return
-        self._finish_work(key)
-        backend = self.backends[work.unit.backend]
-        if not work.unit.graph:
-            self.spawn(backend.cancel(work))
-        elif cancelled:  # stop this key only; a failure already stopped its dependents
-            self.spawn(backend.cancel(Work(work.unit, (self.state.nodes[key],), EMPTY_MAPPING)))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background; shutdown waits for it."""

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..errors import BackendError
-from ..protocol import Backend, Remote, TaskState
+from ..protocol import Backend, Remote, TaskState, Unit
+from ..spec import Node, TaskKind
 
 __all__ = ["RemoteValues"]
 
@@ -49,6 +50,14 @@ class RemoteValues:
             for k in keys
             if k in refs and k not in local and (backend is None or refs[k].backend != backend)
         ]
+
+    def missing_for(self, head: Node, unit: Unit) -> list[str]:
+        """What must be fetched before ``unit`` (headed by ``head``) can run: the
+        inputs of a block body or builder (they run here), or the inputs held by
+        another backend than the unit's."""
+        if head.kind is TaskKind.FUNCTION:
+            return self.missing(unit.inputs, unit.backend)
+        return self.missing(head.deps if head.kind is TaskKind.BLOCK else unit.inputs, None)
 
     def view(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
         """``values`` with every fetched remote value replaced by its local copy."""

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._lazy import lazy_attributes
+from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ..executor.events import ObservedEngine, RunObserver
@@ -121,14 +121,14 @@ async def start_telemetry(
         log = EventLog(_log_path(Path(checkpoint_path), engine.uid), engine=engine)
         engine.add_observer(log)
         manager.checkpoint_file = str(log.path)
-        manager._add_closer(partial(_detach, engine, log, log.close))
+        manager.add_closer(partial(_detach, engine, log, log.close))
     if progress:
         from .progress import ProgressBar
 
         bar = ProgressBar()
         engine.add_observer(bar)
         bar.start()
-        manager._add_closer(partial(_detach, engine, bar, bar.close))
+        manager.add_closer(partial(_detach, engine, bar, bar.close))
     return manager
 
 

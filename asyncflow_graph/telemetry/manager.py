@@ -227,7 +227,7 @@ class TelemetryManager:
 
     # -- internals --------------------------------------------------------------------
 
-    def _add_closer(self, close: Callable[[], Any]) -> None:
+    def add_closer(self, close: Callable[[], Any]) -> None:
         self._closers.append(close)
 
     def _task_event(

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace import (
     TracerProvider,
 )
 
-from .._version import __version__
+from ..version import __version__
 from .observer import TelemetryObserver
 from .spantree import SCOPE, SpanTree
 

@@ -42,10 +42,10 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from .._version import __version__
 from ..compiler.plan import ENGINE_BACKEND
 from ..protocol import TaskState
 from ..spec import Node
+from ..version import __version__
 from .observer import CANCELLED, DONE, FAILED, OPEN
 
 __all__ = ["SCOPE", "SpanTree"]
@@ -290,7 +290,7 @@ def _attributes(node: Node, backend: str, pid: int, sid: str) -> dict[str, Any]:
         "session_id": sid,
         "task_id": node.key,
         "executable": node.name,
-        "task_type": node.kind._value_,  # the plain str (Enum.value is slower)
+        "task_type": node.kind.value,  # the plain str (Enum.value is slower)
         "backend": backend,
         "asyncflow.partition_id": pid,
     }

@@ -1,0 +1,81 @@
+"""The work backends hold now: by key, with the timers of their timeouts.
+
+Part of the executor's run state (the driver owns one): a unit's work is here from
+its submission until its backend reports it ended, it times out, or it is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from ..protocol import Backend, Work
+from ..spec import EMPTY_MAPPING, Node
+
+__all__ = ["InFlight"]
+
+log = logging.getLogger("asyncflow_graph")
+
+
+class InFlight:
+    __slots__ = ("_backends", "_loop", "_spawn", "_timers", "works")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        backends: Mapping[str, Backend],
+        spawn: Callable[[Awaitable[object]], None],
+    ) -> None:
+        self._loop = loop
+        self._backends = backends
+        self._spawn = spawn
+        #: head key (and every key of a graph unit) -> the work a backend holds
+        self.works: dict[str, Work] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    def add(self, work: Work, timeout: float | None, on_timeout: Callable[[], None]) -> None:
+        works, head = self.works, work.unit.keys[0]
+        if work.unit.graph:  # each key of a graph unit ends on its own
+            for k in work.unit.keys:
+                works[k] = work
+        works[head] = work
+        if timeout is not None:
+            self._timers[head] = self._loop.call_later(timeout, on_timeout)
+
+    def finish(self, head: str) -> None:
+        """Forget ``head``'s work (its backend reported the end): nothing to cancel."""
+        self.works.pop(head, None)
+        timer = self._timers.pop(head, None)
+        if timer is not None:
+            timer.cancel()
+
+    def timer_fired(self, head: str) -> None:
+        self._timers.pop(head, None)
+
+    def stop_timed_out(self, key: str) -> None:
+        """Cancel ``key``'s work on its backend: it ran past its timeout."""
+        work = self.works.get(key)
+        if work is None:
+            return
+        log.warning(
+            "task %r timed out after %s s; cancelling it on backend %r (work already in a "
+            "thread runs to its end and its result is discarded)",
+            work.nodes[0].name,
+            work.nodes[0].options.timeout,
+            work.unit.backend,
+        )
+        self.finish(key)  # the failure that follows must not cancel it again
+        self._spawn(self._backends[work.unit.backend].cancel(work))
+
+    def stop(self, key: str, node: Node, *, cancelled: bool) -> None:
+        """``key`` ended without its backend saying so: stop what still runs it."""
+        work = self.works.get(key)
+        if work is None:
+            return
+        self.finish(key)
+        backend = self._backends[work.unit.backend]
+        if not work.unit.graph:
+            self._spawn(backend.cancel(work))
+        elif cancelled:  # stop this key only; a failure already stopped its dependents
+            self._spawn(backend.cancel(Work(work.unit, (node,), EMPTY_MAPPING)))
