@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan import Plan, Unit
 from ..executor.events import RunObserver
+from ..protocol import TaskState
 
 if TYPE_CHECKING:
     from ..executor.events import ObservedEngine
@@ -263,7 +264,8 @@ class TaskRecord:
     submissions: int = 0
 
 
-_ENDINGS = {"done": "DONE", "failed": "FAILED", "cancelled": "CANCELLED"}
+#: how a record ends, by its last event (a record never ended stays "OPEN")
+_ENDINGS = {"done": TaskState.DONE, "failed": TaskState.FAILED, "cancelled": TaskState.CANCELLED}
 
 
 def load_tasks(source: str | os.PathLike[str] | Iterable[EventRecord]) -> dict[str, TaskRecord]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..compiler.plan import ENGINE_BACKEND
+from ..protocol import ENGINE_BACKEND, TaskState
 from .eventlog import EventRecord, TaskRecord, load_tasks, read_events
 
 __all__ = ["plot_timeline"]
@@ -142,7 +142,7 @@ def _draw_gantt(
         for lane in lanes:
             for task, start, end in lane:
                 _draw_bar(ax, task, start - t0, end - t0, y, colours, t0)
-                if task.state == "FAILED":
+                if task.state == TaskState.FAILED:
                     failed_x.append(end - t0)
                     failed_y.append(y + 0.4)
             y += 1.0
@@ -179,8 +179,8 @@ def _draw_bar(
     if task.kind == "block":
         ax.broken_barh([(start, width)], (y, 0.8), facecolors="none", edgecolors=colour, lw=1.2)
         return
-    hatch = "///" if task.state in ("CANCELLED", "OPEN") else None
-    failed = task.state == "FAILED"
+    hatch = "///" if task.state in (TaskState.CANCELLED, "OPEN") else None
+    failed = task.state == TaskState.FAILED
     # a white edge keeps back-to-back tasks of one lane apart
     edge = "#C00000" if failed else (colour if hatch else "white")
     face = "white" if hatch else colour
