@@ -99,7 +99,7 @@ class Executor:
     def add_plan(self, plan: Plan, cancelled: Mapping[str, Any] = EMPTY_MAPPING) -> None:
         """Register a compiled batch and submit whatever is ready; keys in
         ``cancelled`` were cancelled before they were compiled."""
-        if self.observers:
+        if self.observers.all:
             self.observers.notify("on_plan", plan)
         self._carry_out(self.state.add(plan.nodes, plan.units, plan.errors, cancelled))
 
@@ -175,7 +175,7 @@ class Executor:
             job = state.job_of(w.unit.keys[0])
             if job is not None:
                 inflight.add(w, state.timeout_of(job), partial(self._timed_out, job))
-        if self.observers:
+        if self.observers.all:
             self.observers.notify("on_submitted", name, [w.unit for w in works])
         try:
             self.backends[name].submit(works)
@@ -192,7 +192,7 @@ class Executor:
         if fut is not None:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
         self.state.running(node.key)
-        if self.observers:
+        if self.observers.all:
             job = self.state.job_of(node.key)
             if job is not None:
                 self.observers.notify("on_submitted", ENGINE_BACKEND, [job.unit])
@@ -324,7 +324,7 @@ class Executor:
             fut = self.futures.get(key)
             if key in state.failures:
                 exc = state.failures[key]
-                if observers:
+                if observers.all:
                     observers.notify("on_failed", key, exc)
                 self.inflight.stop(key, state.nodes[key], cancelled=False)
                 if fut is not None and not fut.done():
@@ -333,7 +333,7 @@ class Executor:
                     if isinstance(exc, DependencyFailureError):
                         fut._log_traceback = False  # its root cause is logged, not each dependent
             else:
-                if observers:
+                if observers.all:
                     observers.notify("on_cancelled", key, state.cancelled.get(key))
                 self.inflight.stop(key, state.nodes[key], cancelled=True)
                 if fut is not None and not fut.done():

@@ -36,9 +36,6 @@ class Observers:
         #: on_done): the keys done so far, told in one call per observer
         self.batch: list[tuple[str, Any]] | None = None
 
-    def __bool__(self) -> bool:
-        return bool(self.all)
-
     def add(self, observer: RunObserver) -> None:
         self._set((*self.all, observer))
 
