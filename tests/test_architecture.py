@@ -141,3 +141,66 @@ def test_engine_and_driver_stay_small_and_no_function_is_long():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _code_lines(node) > 60:
                 long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
     assert long == []
+
+
+def test_old_import_paths_keep_working():
+    from asyncflow_graph import protocol
+    from asyncflow_graph.backends import base
+    from asyncflow_graph.compiler import plan
+
+    for name in ("Backend", "BackendContext", "Command", "Remote", "Reporter", "Work"):
+        assert getattr(base, name) is getattr(protocol, name)
+    for name in ("Capabilities", "Unit", "ENGINE_BACKEND"):
+        assert getattr(plan, name) is getattr(protocol, name)
+
+
+async def test_thread_safe_reporter_delivers_in_order_on_the_loop():
+    import asyncio
+    import threading
+
+    from asyncflow_graph.protocol import ThreadSafeReporter
+
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, object, bool]] = []
+    finished = asyncio.Event()
+
+    class Recorder:
+        def _log(self, what: str, value: object) -> None:
+            seen.append((what, value, threading.current_thread() is threading.main_thread()))
+
+        def running(self, key: str) -> None:
+            self._log("running", key)
+
+        def done(self, key: str, value: object) -> None:
+            self._log("done", (key, value))
+
+        def failed(self, key: str, exc: BaseException) -> None:
+            self._log("failed", (key, type(exc).__name__))
+
+        def cancelled(self, key: str, msg: str | None = None) -> None:
+            self._log("cancelled", (key, msg))
+
+        def ended(self, outcomes) -> None:
+            self._log("ended", list(outcomes))
+            finished.set()
+
+    reporter = ThreadSafeReporter(Recorder(), loop)
+
+    def worker() -> None:
+        reporter.running("a")
+        reporter.done("a", 1)
+        reporter.failed("b", ValueError("x"))
+        reporter.cancelled("c", "bye")
+        reporter.ended(iter([("d", True, 4)]))  # a generator is materialized here
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    await asyncio.wait_for(finished.wait(), 5)
+    assert seen == [
+        ("running", "a", True),
+        ("done", ("a", 1), True),
+        ("failed", ("b", "ValueError"), True),
+        ("cancelled", ("c", "bye"), True),
+        ("ended", [("d", True, 4)], True),
+    ]
