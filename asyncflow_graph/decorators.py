@@ -8,7 +8,7 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigurationError, UnknownOptionError
 from .spec import (
@@ -21,16 +21,19 @@ from .spec import (
     tokenize,
 )
 
+if TYPE_CHECKING:
+    import itertools
+    from contextvars import ContextVar
+
 
 class GraphBuilder(Protocol):
     """What a TaskDefinition needs from its owner: an engine's intake, or the
-    script face's builder of unbound nodes."""
+    script face's builder of unbound nodes. ``scope`` holds (workflow id, key of
+    the enclosing block) of the calling code; ``counter`` numbers the keys
+    (``task.000001``). Both are plain attributes: every call reads them."""
 
-    def new_key(self, prefix: str) -> str:
-        """A fresh key (``task.000001``), unique for this builder."""
-
-    def current_scope(self) -> tuple[str | None, str | None] | None:
-        """(workflow id, key of the enclosing block) of the calling code."""
+    scope: ContextVar[tuple[str | None, str | None] | None]
+    counter: itertools.count[int]
 
     def existing(self, key: str) -> Any:
         """The handle of ``key`` if it exists (pure calls share one node)."""
@@ -83,7 +86,7 @@ class TaskDefinition:
         if args or kwargs:
             args, kwargs, deps, deep = extract_refs(args, kwargs)
         builder = self._builder
-        scope = builder.current_scope()
+        scope = builder.scope.get()
         parent = None
         if scope is not None:
             if workflow_id is None:
@@ -95,7 +98,7 @@ class TaskDefinition:
             if existing is not None:
                 return existing
         else:
-            key = builder.new_key(self._prefix)
+            key = f"{self._prefix}.{next(builder.counter):06d}"
         node = Node(
             key,
             self.name,

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import weakref
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .compiler import Capabilities, Plan, compile_plan
@@ -61,14 +62,10 @@ class _ScriptBuilder:
     nodes in Delayed handles (kept weakly, for pure-call sharing)."""
 
     def __init__(self) -> None:
-        self._counter = itertools.count(1)
+        self.counter = itertools.count(1)
+        # Never set: unbound nodes belong to no workflow scope and no block.
+        self.scope: ContextVar[Any] = ContextVar("asyncflow_graph.script", default=None)
         self._live: weakref.WeakValueDictionary[str, Delayed] = weakref.WeakValueDictionary()
-
-    def new_key(self, prefix: str) -> str:
-        return f"{prefix}.{next(self._counter):06d}"
-
-    def current_scope(self) -> None:
-        return None  # unbound nodes belong to no workflow scope or block
 
     def existing(self, key: str) -> Delayed | None:
         return self._live.get(key)

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..errors import BackendError
 from ..protocol import Backend, Capabilities, Command, Outcome, Work
-from ..spec import Node, call
+from ..spec import call
 from .helpers import calls_of, resume, run_chain, run_command, run_pickled_chain
 
 __all__ = ["LocalExecutionBackend"]
@@ -94,7 +94,7 @@ class LocalExecutionBackend(Backend):
             report.running(node.key)  # only records the start: safe inside submit
             context = contextvars.copy_context()
             try:
-                coro = _call(node, values)
+                coro = call(node, values)
                 yielded = context.run(coro.send, None)
             except StopIteration as stop:
                 finished.append((node.key, True, stop.value))
@@ -122,7 +122,7 @@ class LocalExecutionBackend(Backend):
             report.done(node.key, value)
             for node in work.nodes[i + 1 :]:
                 report.running(node.key)
-                value = await _call(node, {node.deps[0]: value})
+                value = await call(node, {node.deps[0]: value})
                 report.done(node.key, value)
         except asyncio.CancelledError:
             report.cancelled(node.key)
@@ -219,8 +219,3 @@ class LocalExecutionBackend(Backend):
             await asyncio.wait(tasks, timeout=10)
         # Never block the loop on running threads: the pool drains in a helper thread.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
-
-
-def _call(node: Node, values: Mapping[str, Any]) -> Coroutine[Any, Any, Any]:
-    coro: Coroutine[Any, Any, Any] = call(node, values)  # an async unit: a coroutine
-    return coro

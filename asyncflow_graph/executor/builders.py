@@ -18,6 +18,7 @@ from ..spec import Node, TaskKind, bind
 if TYPE_CHECKING:
     import asyncio
 
+    from .looptasks import LoopTasks
     from .state import RunState
 
 __all__ = ["BuildHost", "Builders", "make_command", "make_payload"]
@@ -30,10 +31,10 @@ class BuildHost(Protocol):
     work_dir: Path
     state: RunState
 
+    loop_tasks: LoopTasks
+
     def failed(self, key: str, exc: BaseException) -> None: ...
     def submit(self, name: str, works: list[Work]) -> None: ...
-    def track(self, key: str, task: asyncio.Task[Any]) -> None: ...
-    def untrack(self, key: str) -> None: ...
 
 
 class Builders:
@@ -49,9 +50,8 @@ class Builders:
         executor = self._executor
         args, kwargs = bind(node, work.inputs)
         if inspect.iscoroutinefunction(node.func):
-            task = executor.loop.create_task(node.func(*args, **kwargs))
-            executor.track(node.key, task)
-            task.add_done_callback(partial(self._built, node, work))
+            coro = node.func(*args, **kwargs)
+            executor.loop_tasks.run(node.key, coro, partial(self._built, node, work))
             return
         try:
             out = node.func(*args, **kwargs)
@@ -61,7 +61,6 @@ class Builders:
         self._submit(node, work, out)
 
     def _built(self, node: Node, work: Work, task: asyncio.Task[Any]) -> None:
-        self._executor.untrack(node.key)
         if task.cancelled():
             return  # cancel() already ended the key
         exc = task.exception()

@@ -34,6 +34,7 @@ from .builders import Builders
 from .events import RunObserver, RunView
 from .inflight import InFlight
 from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
+from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
 from .state import RunState
@@ -71,7 +72,7 @@ class Executor:
         self.remote = RemoteValues(self.backends)
         self.builders = Builders(self)
         self._block_runner = block_runner
-        self._tasks: dict[str, asyncio.Task[Any]] = {}  # head key -> block body / builder
+        self.loop_tasks = LoopTasks(loop, self)  # block bodies and builders, by key
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
@@ -170,11 +171,20 @@ class Executor:
 
     def submit(self, name: str, works: list[Work]) -> None:
         """Hand ``works`` (ready, builders run) to backend ``name``."""
-        inflight, state = self.inflight, self.state
-        for w in works:
-            job = state.job_of(w.unit.keys[0])
-            if job is not None:
-                inflight.add(w, state.timeout_of(job), partial(self._timed_out, job))
+        inflight, in_flight = self.inflight, self.inflight.works
+        for w in works:  # inlined: once per submission on the hot path
+            unit = w.unit
+            if unit.graph:  # each key of a graph unit ends on its own
+                for k in unit.keys:
+                    in_flight[k] = w
+            in_flight[unit.keys[0]] = w
+            # Only a unit's first task may have a timeout (the fusion rule), so it
+            # governs the unit from its submission.
+            timeout = w.nodes[0].options.timeout
+            if timeout is not None:
+                job = self.state.job_of(unit.keys[0])
+                if job is not None:
+                    inflight.arm(unit.keys[0], timeout, partial(self._timed_out, job))
         if self.observers.all:
             self.observers.notify("on_submitted", name, [w.unit for w in works])
         try:
@@ -197,27 +207,7 @@ class Executor:
             if job is not None:
                 self.observers.notify("on_submitted", ENGINE_BACKEND, [job.unit])
             self.observers.notify("on_running", node.key)
-        task = self.loop.create_task(self._block_runner(node, args, kwargs))
-        self._tasks[node.key] = task
-        task.add_done_callback(partial(self._task_finished, node.key))
-
-    def track(self, key: str, task: asyncio.Task[Any]) -> None:
-        """``task`` runs on the loop for ``key`` (a builder): cancelled with it."""
-        self._tasks[key] = task
-
-    def untrack(self, key: str) -> None:
-        self._tasks.pop(key, None)
-
-    def _task_finished(self, key: str, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(key, None)
-        if task.cancelled():
-            self.cancelled(key, _cancel_message(task))
-            return
-        exc = task.exception()
-        if exc is not None:
-            self.failed(key, exc)
-        else:
-            self.done(key, task.result())
+        self.loop_tasks.run_body(node.key, self._block_runner(node, args, kwargs))
 
     # -- Reporter: backend events -------------------------------------------------------
 
@@ -318,9 +308,7 @@ class Executor:
         state, observers = self.state, self.observers
         observers.flush()  # observers see the ends in the order they happened
         for key in keys:
-            task = self._tasks.pop(key, None)
-            if task is not None and not task.done():
-                task.cancel(state.cancelled.get(key))
+            self.loop_tasks.cancel(key, state.cancelled.get(key))
             fut = self.futures.get(key)
             if key in state.failures:
                 exc = state.failures[key]
@@ -406,11 +394,3 @@ async def _close_all(backends: Iterable[Backend], timeout: float) -> None:
     for t in done:
         if t.exception() is not None:
             log.error("backend close failed: %r", t.exception())
-
-
-def _cancel_message(task: asyncio.Task[Any]) -> str | None:
-    try:
-        task.result()
-    except asyncio.CancelledError as exc:
-        return exc.args[0] if exc.args else None
-    return None

@@ -34,14 +34,10 @@ class InFlight:
         self.works: dict[str, Work] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
-    def add(self, work: Work, timeout: float | None, on_timeout: Callable[[], None]) -> None:
-        works, head = self.works, work.unit.keys[0]
-        if work.unit.graph:  # each key of a graph unit ends on its own
-            for k in work.unit.keys:
-                works[k] = work
-        works[head] = work
-        if timeout is not None:
-            self._timers[head] = self._loop.call_later(timeout, on_timeout)
+    def arm(self, head: str, timeout: float, on_timeout: Callable[[], None]) -> None:
+        """Call ``on_timeout`` if ``head``'s work is still here after ``timeout`` s.
+        (The driver puts works in :attr:`works` itself: that is its hot path.)"""
+        self._timers[head] = self._loop.call_later(timeout, on_timeout)
 
     def finish(self, head: str) -> None:
         """Forget ``head``'s work (its backend reported the end): nothing to cancel."""

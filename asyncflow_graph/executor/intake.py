@@ -73,7 +73,7 @@ class Intake:
         self._pending: dict[str, Node] = {}
         #: merged into the graph, not compiled yet: iterators over earlier turns' nodes
         self._backlog: collections.deque[Iterator[tuple[str, Node]]] = collections.deque()
-        self._counter = itertools.count(1)
+        self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
         self._compiling = False  # inside _compile_slice: a cancel must not flush
         self._precancelled: dict[str, Any] = {}
@@ -83,12 +83,6 @@ class Intake:
         self.closed = False  # shut down: no new task is accepted
 
     # -- GraphBuilder: what the decorators call -----------------------------------------
-
-    def new_key(self, prefix: str) -> str:
-        return f"{prefix}.{next(self._counter):06d}"
-
-    def current_scope(self) -> Scope | None:
-        return self.scope.get()
 
     def existing(self, key: str) -> asyncio.Future[Any] | None:
         return self.executor.futures.get(key)

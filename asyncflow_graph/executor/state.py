@@ -121,10 +121,6 @@ class RunState:
     def open_keys(self) -> list[str]:
         return list(self._job_of)
 
-    def timeout_of(self, job: Job) -> float | None:
-        """The timeout that governs ``job`` from its submission: its head's."""
-        return self.nodes[job.unit.keys[0]].options.timeout
-
     # -- events -----------------------------------------------------------------------
 
     def add(
