@@ -95,6 +95,7 @@ class WorkflowEngine:
             block_runner=self._run_block,
         )
         self._executor.on_remote_pending = _fetch_on_await
+        _share_nodes(backends, self._executor.state.nodes)
         self._graph = Graph()
         self._pending: dict[str, Node] = {}
         #: merged into the graph, not compiled yet: iterators over earlier turns' nodes
@@ -175,6 +176,15 @@ class WorkflowEngine:
     @property
     def backends(self) -> Mapping[str, Backend]:
         return dict(self._backends)
+
+    @property
+    def components(self) -> Mapping[str, Mapping[str, Any]]:
+        """AsyncFlow's introspection mapping, read-only and built on demand:
+        uid -> ``{"type", "description", "future"}`` for every handle the engine
+        still holds (it keeps no handle alive for this)."""
+        from .components import Components
+
+        return Components(self._executor.futures)
 
     @property
     def graph(self) -> Graph:
@@ -381,6 +391,19 @@ class WorkflowEngine:
             self._compile(graph), filename=filename, state=self._executor.state, **kwargs
         )
 
+    def task_callbacks(
+        self, task: Mapping[str, Any], state: str, service_callback: Any = None
+    ) -> None:
+        """AsyncFlow's backend callback: report ``state`` (``RUNNING``, ``DONE``,
+        ``FAILED``, ``CANCELED``) of the task whose description is ``task``, with
+        AsyncFlow's result rules. A report for an ended task is ignored."""
+        from .backends.adapter import report_state
+
+        del service_callback  # services are not run by this engine
+        if not isinstance(state, str):
+            raise TypeError(f"state must be a str such as 'DONE', got {state!r}")
+        report_state(self._executor, str(task["uid"]), dict(task), state)
+
     # -- observability --------------------------------------------------------------------
 
     def add_observer(self, observer: RunObserver) -> None:
@@ -513,8 +536,19 @@ def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
         loop.create_task(engine.shutdown())
 
 
+def _share_nodes(backends: Sequence[Backend], nodes: Mapping[str, Node]) -> None:
+    """AsyncFlow-style backends get the dependencies' descriptions in each task
+    dict's metadata: their adapters read the compiled nodes."""
+    from .backends.adapter import AsyncFlowBackendAdapter
+
+    for b in backends:
+        if isinstance(b, AsyncFlowBackendAdapter):
+            b.known_nodes = nodes
+
+
 def _normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
     from .backends.adapter import AsyncFlowBackendAdapter
+    from .backends.asyncflow_api import asyncflow_overrides
     from .backends.local import LocalExecutionBackend
     from .backends.noop import NoopExecutionBackend
 
@@ -529,7 +563,9 @@ def _normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
     out: list[Backend] = []
     for b in items:
         if isinstance(b, Backend):
-            out.append(b)
+            # A subclass overriding AsyncFlow's API (submit_tasks, cancel_task, ...)
+            # is driven through it, so the override is what runs.
+            out.append(AsyncFlowBackendAdapter(b) if asyncflow_overrides(b) else b)
         elif all(callable(getattr(b, m, None)) for m in _REQUIRED_ASYNCFLOW):
             out.append(AsyncFlowBackendAdapter(b))
         else:

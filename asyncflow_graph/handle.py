@@ -23,7 +23,9 @@ __all__ = ["LazyTaskFuture", "RemoteTaskFuture", "TaskFuture"]
 
 
 class TaskFuture(asyncio.Future[Any]):
-    __slots__ = ("_engine", "key", "state")
+    #: ``_payload``: the built command or prompt of an executable/prompt task, set
+    #: when built (never set for function tasks and blocks: read with getattr)
+    __slots__ = ("_engine", "_payload", "key", "state")
 
     key: str
     state: str
@@ -49,7 +51,8 @@ class TaskFuture(asyncio.Future[Any]):
         args, kwargs = node.args, node.kwargs
         if node.deps and all(d in values for d in node.deps):
             args, kwargs = substitute(node.args, node.kwargs, values, node.deep)
-        return describe(node, engine._all_nodes(), args=args, kwargs=kwargs)
+        payload = getattr(self, "_payload", None)
+        return describe(node, engine._all_nodes(), args=args, kwargs=kwargs, payload=payload)
 
     @property
     def task(self) -> dict[str, Any]:

@@ -2,16 +2,38 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shlex
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from ..backends._run import resume
 from ..backends.base import Command
 from ..errors import TaskBuildError
 from ..spec import Node, TaskKind
 
-__all__ = ["make_payload"]
+__all__ = ["first_step", "make_payload"]
+
+
+def first_step(
+    coro: Coroutine[Any, Any, Any],
+) -> tuple[Any, tuple[Coroutine[Any, Any, Any], contextvars.Context] | None]:
+    """Run a builder coroutine up to its first suspension, in a context of its own
+    (as a Task would). ``(value, None)`` when it finished; otherwise ``(None, (rest,
+    context))``: ``rest`` continues it inside a Task made with that context. Raises
+    what the builder raised."""
+    context = contextvars.copy_context()
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as stop:
+        return stop.value, None
+    return None, (_rest(coro, yielded), context)
+
+
+async def _rest(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await resume(coro, yielded)
 
 
 def make_payload(node: Node, out: Any, work_dir: Path) -> Command | str:

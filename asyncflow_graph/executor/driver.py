@@ -22,7 +22,7 @@ from ..backends.base import Backend, BackendContext, Outcome, Remote, Work
 from ..compiler.plan import ENGINE_BACKEND, Capabilities, Plan
 from ..errors import BackendError, DependencyFailureError, TaskTimeoutError
 from ..spec import EMPTY_MAPPING, Node, TaskKind, substitute
-from .builders import make_payload
+from .builders import first_step, make_payload
 from .events import HOOKS, RunObserver, overridden
 from .remote import RemoteValues
 from .state import ENDED, Job, RunState
@@ -254,13 +254,18 @@ class Executor:
     def _build(self, node: Node, work: Work) -> None:
         """Run an executable/prompt builder with resolved inputs, then submit."""
         args, kwargs = self._bind(node, work.inputs)
-        if inspect.iscoroutinefunction(node.func):
-            task = self.loop.create_task(node.func(*args, **kwargs))
-            self._tasks[node.key] = task
-            task.add_done_callback(partial(self._built, node, work))
-            return
         try:
-            out = node.func(*args, **kwargs)
+            if inspect.iscoroutinefunction(node.func):
+                # First step here, in creation order (a builder that never suspends
+                # costs no Task and no loop turn); only one that suspends gets a Task.
+                out, rest = first_step(node.func(*args, **kwargs))
+                if rest is not None:
+                    task = self.loop.create_task(rest[0], context=rest[1])
+                    self._tasks[node.key] = task
+                    task.add_done_callback(partial(self._built, node, work))
+                    return
+            else:
+                out = node.func(*args, **kwargs)
         except Exception as exc:
             self.failed(node.key, exc)
             return
@@ -284,6 +289,9 @@ class Executor:
         except Exception as exc:
             self.failed(node.key, exc)
             return
+        fut = self.futures.get(node.key)
+        if fut is not None:
+            fut._payload = payload  # type: ignore[attr-defined] # its description shows it
         self._submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
 
     def _start_block(self, node: Node) -> None:
