@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._gc import gc_paused
 from .backends.base import Backend
@@ -55,6 +55,14 @@ log = logging.getLogger("asyncflow_graph")
 
 #: (workflow id, key of the enclosing block) of the code creating tasks
 Scope = tuple[str | None, str | None]
+
+
+class EngineListener(Protocol):
+    """What :meth:`WorkflowEngine.add_listener` calls (on the loop thread)."""
+
+    def workflow_entered(self, workflow_id: str) -> None: ...
+    def workflow_exited(self, workflow_id: str) -> None: ...
+    async def engine_shut_down(self) -> None: ...
 
 
 class WorkflowEngine:
@@ -111,6 +119,9 @@ class WorkflowEngine:
         self._closed = False
         self._start_failed = False
         self._shutdown_task: asyncio.Task[None] | None = None
+        #: told of workflow scopes and of shutdown (telemetry: the workflow and
+        #: session spans), see add_listener
+        self._listeners: list[EngineListener] = []
         self._started = self.loop.create_task(self._start(backends))
         _watch_signals(self)
 
@@ -225,10 +236,19 @@ class WorkflowEngine:
         wid = workflow_id or f"wf-{uuid.uuid4().hex[:8]}"
         outer = self._scope.get()
         token = self._scope.set((wid, outer[1] if outer else None))
+        self._tell("workflow_entered", wid)
         try:
             yield wid
         finally:
             self._scope.reset(token)
+            self._tell("workflow_exited", wid)
+
+    def _tell(self, event: str, wid: str) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                getattr(listener, event)(wid)
+            except Exception:
+                log.exception("engine listener %r failed on %s(%r)", listener, event, wid)
 
     # -- graph building (called by TaskDefinition) -------------------------------------
 
@@ -414,6 +434,22 @@ class WorkflowEngine:
     def remove_observer(self, observer: RunObserver) -> None:
         self._executor.remove_observer(observer)
 
+    def add_listener(self, listener: EngineListener) -> None:
+        """Tell ``listener`` when a ``workflow_scope()`` is entered and left and,
+        once, when the engine has shut down (telemetry ends its spans then)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EngineListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    async def _tell_shutdown(self) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                await listener.engine_shut_down()
+            except Exception:
+                log.exception("engine listener %r failed at shutdown", listener)
+
     async def start_telemetry(self, *args: Any, **kwargs: Any) -> Any:
         """Start OpenTelemetry spans/metrics and AsyncFlow's telemetry events for this
         engine; see :func:`asyncflow_graph.telemetry.start_telemetry`. Needs the
@@ -434,6 +470,12 @@ class WorkflowEngine:
         await asyncio.shield(self._shutdown_task)
 
     async def _shutdown(self, skip_backends: bool, wait: bool) -> None:
+        try:
+            await self._shutdown_run(skip_backends, wait)
+        finally:
+            await self._tell_shutdown()
+
+    async def _shutdown_run(self, skip_backends: bool, wait: bool) -> None:
         if not self._started.done():
             await asyncio.wait([self._started])
         if self._start_failed:

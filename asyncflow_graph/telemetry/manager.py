@@ -185,6 +185,8 @@ class TelemetrySession(Protocol):
     ) -> AbstractContextManager[Any]: ...
     def read_metrics(self) -> Any: ...
     def read_traces(self) -> tuple[Any, ...]: ...
+    def workflow_entered(self, wid: str) -> None: ...
+    def workflow_exited(self, wid: str) -> None: ...
     def finish(self) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -208,7 +210,9 @@ class TelemetryManager:
         self._last_summary: dict[str, Any] | None = None
         self.checkpoint_file: str | None = None
         self._started_events: StartedEvents | None = None
+        self._stopping: asyncio.Future[None] | None = None
         engine.add_observer(session.observer)
+        engine.add_listener(self)  # workflow spans follow workflow_scope(); shutdown stops
         self.emit(self.event(SESSION_STARTED, backend=SESSION_BACKEND))
 
     # -- AsyncFlow / RHAPSODY interface ---------------------------------------------
@@ -293,9 +297,14 @@ class TelemetryManager:
 
     async def stop(self) -> None:
         """End the session: flush spans and metrics, close the event log and the
-        progress bar, detach from the engine. Safe to call twice."""
-        if self._stopped_at is not None:
-            return
+        progress bar, detach from the engine. Safe to call twice, and concurrently
+        (the engine's shutdown calls it too)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        self._engine.remove_listener(self)
         self._engine.remove_observer(self._session.observer)
         self._detach_started_events()
         self._session.finish()
@@ -314,6 +323,19 @@ class TelemetryManager:
         self._stopped_at = time.time()
         await asyncio.to_thread(self._session.shutdown)  # exporters may block on I/O
         self._last_summary = self.summary()
+
+    # -- the engine's listener: workflow scopes and shutdown ----------------------------
+
+    def workflow_entered(self, workflow_id: str) -> None:
+        self._session.workflow_entered(workflow_id)
+
+    def workflow_exited(self, workflow_id: str) -> None:
+        self._session.workflow_exited(workflow_id)
+
+    async def engine_shut_down(self) -> None:
+        """The engine shut down: the session ends with it (its span too), so a
+        program that never calls ``stop()`` still exports a whole trace."""
+        await self.stop()
 
     @contextmanager
     def span_scope(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
