@@ -205,6 +205,7 @@ class TelemetryManager:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._closers: list[Callable[[], Any]] = []
+        self._finals: list[Callable[[], Any]] = []  # run after the last event
         self._started_at = time.time()
         self._stopped_at: float | None = None
         self._last_summary: dict[str, Any] | None = None
@@ -321,6 +322,11 @@ class TelemetryManager:
         if self._async_deliveries:
             await asyncio.wait(set(self._async_deliveries), timeout=5.0)
         self._stopped_at = time.time()
+        for final in self._finals:
+            try:
+                final()
+            except Exception:
+                log.exception("telemetry: closing %r failed", final)
         await asyncio.to_thread(self._session.shutdown)  # exporters may block on I/O
         self._last_summary = self.summary()
 
@@ -355,6 +361,13 @@ class TelemetryManager:
 
     def _add_closer(self, close: Callable[[], Any]) -> None:
         self._closers.append(close)
+
+    def _add_final(self, close: Callable[[], Any]) -> None:
+        self._finals.append(close)
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at
 
     def _task_event(
         self, event_type: str, node: Node, backend: str, t_ns: int, **extra: Any
@@ -423,13 +436,13 @@ _COUNTS = (
 
 
 def _counts(s: BackendStats) -> dict[str, int]:
+    """RHAPSODY's task counts, in its order."""
     return {
-        "created": s.created,
         "submitted": s.submitted,
-        "running": s.running,
         "completed": s.completed,
         "failed": s.failed,
         "canceled": s.canceled,
+        "running": s.running,
     }
 
 
