@@ -125,10 +125,20 @@ def init_default_logger(
                 else "radical.asyncflow.logs.json"
             )
         logger.addHandler(_file_handler(structured_file, file_level, JsonFormatter()))
-    # The handlers filter by level; the logger passes everything on to them.
-    logger.setLevel(logging.NOTSET)
+    # The handlers filter by level; the root logger passes everything on to them. A
+    # named logger at NOTSET would defer to the root's WARNING: it gets the lowest.
+    if logger_name is None:
+        logger.setLevel(logging.NOTSET)
+    else:
+        logger.setLevel(min(_level(log_level), _level(file_level)))
     logging.captureWarnings(True)
     return logger
+
+
+def _level(level: int | str) -> int:
+    if isinstance(level, int):
+        return level
+    return logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
 
 def _file_handler(

@@ -154,9 +154,7 @@ def define_event(name: str, **fields: type) -> type[TelemetryEvent]:
     """A custom event type (RHAPSODY's ``define_event``): ``name`` needs a dot
     (``"etl.StageTimer"``), ``fields`` are its own fields and their types."""
     if not isinstance(name, str) or "." not in name:
-        raise ValueError(
-            f"a custom event name needs a namespace dot, like 'etl.Stage'; got {name!r}"
-        )
+        raise ValueError(f"a custom event name needs a dot, like 'etl.StageTimer'; got {name!r}")
     own = [(k, t, dataclasses.field(default=None)) for k, t in fields.items()]
     cls = dataclasses.make_dataclass(
         name.replace(".", "_"), own, bases=(TelemetryEvent,), frozen=True
