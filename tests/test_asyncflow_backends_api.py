@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncflow_style_backend import AsyncFlowStyleBackend
 
 from asyncflow_graph import (
     InputFile,
@@ -25,8 +26,6 @@ from asyncflow_graph import (
 )
 from asyncflow_graph.backends import StateMapper
 from asyncflow_graph.backends.asyncflow_api import asyncflow_overrides
-
-from asyncflow_style_backend import AsyncFlowStyleBackend
 
 
 class Caller:
