@@ -10,12 +10,25 @@ from __future__ import annotations
 import os
 from urllib.parse import urlparse
 
-__all__ = ["InputFile", "OutputFile"]
+__all__ = ["URL_SCHEMES", "File", "InputFile", "OutputFile"]
 
-_URL_SCHEMES = {"http", "https", "ftp", "ftps", "sftp", "file", "data", "s3", "azure", "r2", "gs"}
+#: the schemes that make an ``InputFile`` a URL (AsyncFlow's list)
+URL_SCHEMES = ("http", "https", "ftp", "ftps", "sftp", "file", "data", "s3", "azure", "r2", "gs")
+_URL_SCHEMES = frozenset(URL_SCHEMES)
 
 
-class InputFile:
+class File:
+    """Base of :class:`InputFile` and :class:`OutputFile` (``isinstance(x, File)``)."""
+
+    __slots__ = ()
+    filename: str
+
+
+class InputFile(File):
+    """A file a task reads: an existing local path (``filepath`` made absolute), a
+    URL (recorded, not downloaded), or the name of a file that does not exist here
+    (another task's output, or one a remote or staging backend provides)."""
+
     __slots__ = ("filename", "filepath", "is_remote", "produced_by_task")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -34,7 +47,9 @@ class InputFile:
         return self.filepath
 
 
-class OutputFile:
+class OutputFile(File):
+    """A file a task writes (``filename`` = the base name)."""
+
     __slots__ = ("filename",)
 
     def __init__(self, name: str | os.PathLike[str]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import signals
+from .backends.adapter import share_nodes
 from .backends.choose import normalize_backends
 from .compiler import Plan
 from .decorators import TaskDefinition, build_options, make_definition
@@ -27,6 +28,7 @@ from .errors import ConfigurationError
 from .executor import Executor, Intake, RunObserver, RunView
 from .graph import Graph
 from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture, new_handle
+from .listeners import EngineListener, Listeners
 from .protocol import Backend
 from .spec import Node, TaskKind
 
@@ -74,6 +76,7 @@ class WorkflowEngine:
             block_runner=self._run_block,
         )
         self._executor.remote.on_pending = _fetch_on_await
+        share_nodes(backends, self._executor.state.nodes)
         handle_type = LazyTaskFuture if execution == "lazy" else TaskFuture
         self._intake = Intake(
             self._executor,
@@ -82,6 +85,7 @@ class WorkflowEngine:
             new_handle=partial(new_handle, handle_type),
         )
         self._shutdown_task: asyncio.Task[None] | None = None
+        self._listeners = Listeners()  # workflow scopes and shutdown, see add_listener
         self._started = self.loop.create_task(self._start(backends))
         signals.watch(self)
 
@@ -145,6 +149,15 @@ class WorkflowEngine:
         return dict(self._backends)
 
     @property
+    def components(self) -> Mapping[str, Mapping[str, Any]]:
+        """AsyncFlow's introspection mapping, read-only and built on demand:
+        uid -> ``{"type", "description", "future"}`` for every handle the engine
+        still holds (it keeps no handle alive for this)."""
+        from .components import Components
+
+        return Components(self._executor.futures)
+
+    @property
     def graph(self) -> Graph:
         """Every task created so far, as an immutable graph."""
         return self._intake.graph
@@ -188,10 +201,12 @@ class WorkflowEngine:
         scope = self._intake.scope
         outer = scope.get()
         token = scope.set((wid, outer[1] if outer else None))
+        self._listeners.entered(wid)
         try:
             yield wid
         finally:
             scope.reset(token)
+            self._listeners.exited(wid)
 
     async def _run_block(self, node: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         # The block's tasks inherit its uid as workflow id and become its members.
@@ -218,6 +233,19 @@ class WorkflowEngine:
 
         return visualize(self.compile(), filename=filename, state=self.run_view, **kwargs)
 
+    def task_callbacks(
+        self, task: Mapping[str, Any], state: str, service_callback: Any = None
+    ) -> None:
+        """AsyncFlow's backend callback: report ``state`` (``RUNNING``, ``DONE``,
+        ``FAILED``, ``CANCELED``) of the task whose description is ``task``, with
+        AsyncFlow's result rules. A report for an ended task is ignored."""
+        from .backends.adapter import report_state
+
+        del service_callback  # services are not run by this engine
+        if not isinstance(state, str):
+            raise TypeError(f"state must be a str such as 'DONE', got {state!r}")
+        report_state(self._executor, str(task["uid"]), dict(task), state)
+
     # -- observability --------------------------------------------------------------------
 
     def add_observer(self, observer: RunObserver) -> None:
@@ -227,6 +255,14 @@ class WorkflowEngine:
 
     def remove_observer(self, observer: RunObserver) -> None:
         self._executor.remove_observer(observer)
+
+    def add_listener(self, listener: EngineListener) -> None:
+        """Tell ``listener`` when a ``workflow_scope()`` is entered and left and,
+        once, when the engine has shut down (telemetry ends its spans then)."""
+        self._listeners.add(listener)
+
+    def remove_listener(self, listener: EngineListener) -> None:
+        self._listeners.remove(listener)
 
     async def start_telemetry(self, *args: Any, **kwargs: Any) -> Any:
         """Start OpenTelemetry spans/metrics and AsyncFlow's telemetry events for this
@@ -254,6 +290,12 @@ class WorkflowEngine:
         await asyncio.shield(self._shutdown_task)
 
     async def _shutdown(self, skip_backends: bool, wait: bool) -> None:
+        try:
+            await self._shutdown_run(skip_backends, wait)
+        finally:
+            await self._listeners.shut_down()
+
+    async def _shutdown_run(self, skip_backends: bool, wait: bool) -> None:
         if not self._started.done():
             await asyncio.wait([self._started])
         if self._intake.dead:

@@ -62,6 +62,10 @@ class TaskFuture(asyncio.Future[Any]):
     def node(self) -> Node:
         return self._host.node(self.key)
 
+    def describe(self) -> dict[str, Any]:
+        """AsyncFlow's description dict of this task or block (``.task``/``.block``)."""
+        return self._host.describe(self.key)
+
     @property
     def task(self) -> dict[str, Any]:
         if self._host.node(self.key).kind is TaskKind.BLOCK:

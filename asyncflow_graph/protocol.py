@@ -87,6 +87,8 @@ class Capabilities:
     #: True when the backend applies ``retries=`` itself (Dask's own retries): the
     #: executor then does not resubmit failed tasks on it.
     handles_retries: bool = False
+    #: the backend's class name, for error messages ("" when it does not say)
+    backend_type: str = ""
 
 
 class Unit(NamedTuple):

@@ -219,7 +219,8 @@ async def test_09_input_file_nobody_produces(flow: WorkflowEngine) -> None:
         await wrong
     message = str(info.value)
     assert "task 'read' reads InputFile('data.csv')" in message
-    assert "is not an OutputFile of any task it depends on" in message
+    assert "task 'produce' declares it as its OutputFile" in message
+    assert "is not an OutputFile of any task 'read' depends on" in message
     assert "pass the producing task's handle as an argument" in message
     assert await fixed == "1,2,3"
 

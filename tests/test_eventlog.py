@@ -221,7 +221,7 @@ async def test_start_telemetry_checkpoint_path(flow, tmp_path):
     await tel.stop()
     path = Path(tel.checkpoint_file)
     assert path.parent == tmp_path / "logs"
-    assert re.fullmatch(re.escape(flow.uid) + r"\.\d+\.events\.jsonl", path.name)
+    assert re.fullmatch(re.escape(flow.uid) + r"\.\d+\.telemetry\.jsonl", path.name)
     assert [e.event for e in read_events(path)] == [
         "session",
         "created",

@@ -17,6 +17,7 @@ __all__ = [
     "OpenAIInferenceBackend",
     "Remote",
     "Reporter",
+    "StateMapper",
     "ThreadSafeReporter",
     "Work",
 ]
@@ -26,6 +27,7 @@ __getattr__ = lazy_attributes(
     {
         "LocalExecutionBackend": ".local",
         "NoopExecutionBackend": ".noop",
+        "StateMapper": ".asyncflow_api",
         "AsyncFlowBackendAdapter": ".adapter",
         "DaskExecutionBackend": ".dask",
         "OpenAIInferenceBackend": ".openai",

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..data import InputFile
 from ..describe import describe
 from ..errors import BackendError
-from ..protocol import Backend, BackendContext, Capabilities, Work
-from ..spec import TaskKind, bind
+from ..protocol import Backend, BackendContext, Capabilities, Command, Reporter, Work
+from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
+from .asyncflow_api import mark_attached
 
-__all__ = ["AsyncFlowBackendAdapter"]
+__all__ = ["TERMINAL_STATES", "AsyncFlowBackendAdapter", "report_state"]
 
 log = logging.getLogger("asyncflow_graph")
 
@@ -40,18 +41,16 @@ class AsyncFlowBackendAdapter(Backend):
         self._implicit = bool(getattr(kind, "supports_implicit_data_linking", False))
         self._explicit = bool(getattr(kind, "supports_explicit_data_linking", False))
         self._sent: dict[str, dict[str, Any]] = {}  # uid -> dict, kept only when linking
+        #: every node the engine compiled (set by the engine): the dependencies'
+        #: descriptions go into each dict's metadata, as AsyncFlow's do
+        self.known_nodes: Mapping[str, Node] = EMPTY_MAPPING
+        #: our own backends get the command exactly as built, not re-joined tokens
+        self._own = isinstance(backend, Backend)
 
     async def start(self, context: BackendContext) -> None:
         await super().start(context)
-        b = self.wrapped
-        b._work_dir = str(context.work_dir)
-        b.is_attached = True
-        attached = getattr(b, "attached_to", None)
-        if isinstance(attached, list):
-            attached.append(context.engine_uid)
-        else:
-            b.attached_to = [context.engine_uid]
-        b.register_callback(self._callback)
+        mark_attached(self.wrapped, context)
+        self.wrapped.register_callback(self._callback)
 
     def submit(self, works: Sequence[Work]) -> None:
         tasks = [self._task_dict(w) for w in works]
@@ -68,7 +67,10 @@ class AsyncFlowBackendAdapter(Backend):
     def _task_dict(self, work: Work) -> dict[str, Any]:
         node = work.nodes[0]
         args, kwargs = bind(node, work.inputs)
-        return describe(node, args=args, kwargs=kwargs, backend=self.name, payload=work.payload)
+        task = describe(node, self.known_nodes, args=args, kwargs=kwargs, payload=work.payload)
+        if self._own and isinstance(work.payload, Command):
+            task["_command"] = work.payload
+        return task
 
     def _link(self, work: Work, task: dict[str, Any]) -> None:
         """AsyncFlow's data-linking hooks, for backends that declare them: implicit
@@ -110,19 +112,9 @@ class AsyncFlowBackendAdapter(Backend):
         if uid not in self._tasks:
             log.warning("backend %r reported unknown task %r (%s)", self.name, uid, state)
             return
-        report = self.context.reporter
-        if state == "RUNNING":
-            report.running(uid)
-            return
-        if state not in ("DONE", "FAILED", "CANCELED", "CANCELLED"):
-            return
-        self._tasks.pop(uid, None)
-        if state == "DONE":
-            report.done(uid, _result(task))
-        elif state == "FAILED":
-            report.failed(uid, _error(task))
-        else:
-            report.cancelled(uid)
+        if state in TERMINAL_STATES:
+            self._tasks.pop(uid, None)
+        report_state(self.context.reporter, uid, task, state)
 
     async def cancel(self, work: Work) -> None:
         if self._tasks.pop(work.key, None) is not None:
@@ -141,6 +133,23 @@ class AsyncFlowBackendAdapter(Backend):
         return str(inner()) if callable(inner) else super().state()
 
 
+TERMINAL_STATES = frozenset({"DONE", "FAILED", "CANCELED", "CANCELLED"})
+
+
+def report_state(reporter: Reporter, uid: str, task: dict[str, Any], state: str) -> None:
+    """One AsyncFlow callback state as a Reporter event: ``RUNNING``, ``DONE``
+    (``return_value`` of a function task, else ``stdout``), ``FAILED`` (the
+    ``exception``, else ``stderr``), ``CANCELED``; other states are ignored."""
+    if state == "RUNNING":
+        reporter.running(uid)
+    elif state == "DONE":
+        reporter.done(uid, _result(task))
+    elif state == "FAILED":
+        reporter.failed(uid, _error(task))
+    elif state in TERMINAL_STATES:
+        reporter.cancelled(uid)
+
+
 def _result(task: dict[str, Any]) -> Any:
     if task.get("_tel_task_type") == TaskKind.FUNCTION.value:
         return task.get("return_value")
@@ -156,3 +165,11 @@ def _error(task: dict[str, Any]) -> BaseException:
     if isinstance(exc, BaseException):
         return exc
     return BackendError(str(exc or task.get("stderr") or "failed with unknown error"))
+
+
+def share_nodes(backends: Sequence[Backend], nodes: Mapping[str, Node]) -> None:
+    """AsyncFlow-style backends get the dependencies' descriptions in each task
+    dict's metadata: their adapters read the compiled nodes."""
+    for b in backends:
+        if isinstance(b, AsyncFlowBackendAdapter):
+            b.known_nodes = nodes

@@ -19,6 +19,7 @@ def normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
     """One backend, a list of them, or None (AsyncFlow's defaults). AsyncFlow-style
     objects are wrapped in an adapter; names must be unique."""
     from .adapter import AsyncFlowBackendAdapter
+    from .asyncflow_api import asyncflow_overrides
     from .local import LocalExecutionBackend
     from .noop import NoopExecutionBackend
 
@@ -33,7 +34,9 @@ def normalize_backends(backend: Any, dry_run: bool) -> list[Backend]:
     out: list[Backend] = []
     for b in items:
         if isinstance(b, Backend):
-            out.append(b)
+            # A subclass overriding AsyncFlow's API (submit_tasks, cancel_task, ...)
+            # is driven through it, so the override is what runs.
+            out.append(AsyncFlowBackendAdapter(b) if asyncflow_overrides(b) else b)
         elif all(callable(getattr(b, m, None)) for m in _REQUIRED_ASYNCFLOW):
             out.append(AsyncFlowBackendAdapter(b))
         else:

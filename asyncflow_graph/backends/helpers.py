@@ -20,10 +20,10 @@ import asyncio
 import inspect
 import os
 import subprocess
-import types
-from collections.abc import Coroutine, Generator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..coro import resume
 from ..errors import CommandFailedError, SerializationError
 from ..protocol import Command, Outcome, ThreadSafeReporter, Work
 from ..spec import Call, call
@@ -38,30 +38,6 @@ __all__ = [
     "run_command_sync",
     "run_pickled_chain",
 ]
-
-
-@types.coroutine
-def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
-    """Continue ``coro`` inside a Task after its first step ran outside one (what
-    an eager task does): pass what it yields up to the Task, and the Task's answers
-    (values, exceptions, cancellation) down to it. ``yield from`` cannot do this:
-    it would start the coroutine again with a first ``send(None)``."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
 
 
 def calls_of(work: Work) -> list[Call]:

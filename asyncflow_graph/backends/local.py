@@ -8,6 +8,10 @@
   cancel or timeout really kills them; nothing blocks the loop.
 * A process pool gets the unit's calls with cloudpickle, so lambdas and closures
   work; results that cannot come back become a clear error for that task.
+* AsyncFlow's backends API (``register_callback``, ``submit_tasks``, ``cancel_task``,
+  ``cancel_all_tasks``, ``shutdown``) runs task dicts for code that drives the
+  backend directly (``local_tasks.py``); the engine uses it for a subclass that
+  overrides one of those methods.
 """
 
 from __future__ import annotations
@@ -20,15 +24,18 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from ..coro import resume
 from ..errors import BackendError
-from ..protocol import Backend, Capabilities, Command, Outcome, Work
+from ..protocol import Backend, BackendContext, Capabilities, Command, Outcome, Work
 from ..spec import call
-from .helpers import calls_of, resume, run_chain, run_command, run_pickled_chain
+from .asyncflow_api import AsyncFlowBackendAPI, mark_attached
+from .helpers import calls_of, run_chain, run_command, run_pickled_chain
+from .local_tasks import TaskDictRunner
 
 __all__ = ["LocalExecutionBackend"]
 
 
-class LocalExecutionBackend(Backend):
+class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     def __init__(
         self,
         executor: Executor | None = None,
@@ -48,10 +55,18 @@ class LocalExecutionBackend(Backend):
         )
         self._processes = isinstance(self._executor, ProcessPoolExecutor)
         self._inline = inline_async and not self._processes
-        self.capabilities = Capabilities(needs_pickle=self._processes)
+        self.capabilities = Capabilities(
+            needs_pickle=self._processes, backend_type=type(self).__name__
+        )
         self._tasks: dict[str, asyncio.Future[Any]] = {}
         self._is_async: dict[Callable[..., Any], bool] = {}
         self._closed = False
+        self._init_asyncflow_api()
+        self._dicts = TaskDictRunner(self)
+
+    async def start(self, context: BackendContext) -> None:
+        await super().start(context)
+        mark_attached(self, context)
 
     @classmethod
     async def create(cls, executor: Executor | None = None, name: str = "default") -> Any:
@@ -60,6 +75,15 @@ class LocalExecutionBackend(Backend):
     @property
     def executor(self) -> Executor:
         return self._executor
+
+    @property
+    def runs_inline(self) -> bool:
+        """Coroutine functions run on the event loop, not in the pool."""
+        return self._inline
+
+    @property
+    def uses_processes(self) -> bool:
+        return self._processes
 
     def state(self) -> str:
         return "SHUTDOWN" if self._closed else ("IDLE" if self._context else "INITIALIZED")
@@ -208,11 +232,23 @@ class LocalExecutionBackend(Backend):
         if task is not None and not task.done():
             task.cancel()
 
+    # -- AsyncFlow's backends API (task dicts) ---------------------------------------------
+
+    async def submit_tasks(self, tasks: list[dict[str, Any]]) -> list[asyncio.Task[None]]:
+        """Start every task dict; states go to the registered callback. Returns the
+        asyncio tasks running them."""
+        return self._dicts.submit(tasks)
+
+    async def cancel_task(self, uid: str) -> bool:
+        """Cancel a submitted task (reported ``CANCELED`` at once); False when it is
+        unknown or has ended."""
+        return self._dicts.cancel(uid)
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        tasks = [t for t in self._tasks.values() if not t.done()]
+        tasks = [*self._dicts.cancel_all(), *(t for t in self._tasks.values() if not t.done())]
         for t in tasks:
             t.cancel()
         if tasks:

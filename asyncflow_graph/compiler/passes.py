@@ -67,13 +67,15 @@ def validate(
 ) -> dict[str, BaseException]:
     """Errors known before running: unknown backend, prompt to a backend without
     prompt support, an unpicklable callable bound for a process/remote backend,
-    an ``InputFile`` that nothing provides. ``known`` holds nodes compiled before
+    an ``InputFile`` that another task writes but this one does not wait for.
+    ``known`` holds nodes compiled before
     (dependencies outside this batch)."""
     errors: dict[str, BaseException] = {}
     checked: dict[int, bool] = {}
+    declared = _Declared()
     for key, node in nodes.items():
         if node.args:
-            missing = _missing_input(node, nodes, known)
+            missing = _missing_input(node, nodes, known, declared)
             if missing is not None:
                 errors[key] = missing
                 continue
@@ -84,9 +86,10 @@ def validate(
         if caps is None:
             errors[key] = BackendNotFoundError(target, list(backends))
         elif node.kind is TaskKind.PROMPT and not caps.supports_prompts:
+            kind = f" ({caps.backend_type})" if caps.backend_type else ""
             errors[key] = PromptNotSupportedError(
-                f"prompt task {node.name!r} was routed to backend {target!r}, which cannot "
-                f"serve prompts; register an AI inference backend (for example "
+                f"prompt task {node.name!r} was routed to backend {target!r}{kind}, which "
+                f"cannot serve prompts; register an AI inference backend (for example "
                 f"OpenAIInferenceBackend(name='ai', ...)) and route the task with "
                 f"@flow.prompt_task(backend='ai')"
             )
@@ -104,8 +107,13 @@ def validate(
 
 
 def _missing_input(
-    node: Node, nodes: Mapping[str, Node], known: Mapping[str, Node]
+    node: Node, nodes: Mapping[str, Node], known: Mapping[str, Node], declared: _Declared
 ) -> MissingInputError | None:
+    """A race, not a missing file: ``node`` reads an ``InputFile`` that does not
+    exist here and that another task of the batch declares as its ``OutputFile``,
+    while ``node`` does not depend on that task. A file nothing declares is no
+    error: a remote or staging backend may provide it, and a function task only
+    receives the object (a local command fails at run time if it is missing)."""
     wanted = [a for a in node.args if type(a) is InputFile and a.produced_by_task]
     if not wanted:
         return None
@@ -115,13 +123,32 @@ def _missing_input(
         if dep is not None:
             produced.update(a.filename for a in dep.args if type(a) is OutputFile)
     for f in wanted:
-        if f.filename not in produced:
+        if f.filename in produced:
+            continue
+        writer = declared(nodes).get(f.filename)
+        if writer is not None:
             return MissingInputError(
                 f"task {node.name!r} reads InputFile({f.filepath!r}), which does not exist "
-                f"and is not an OutputFile of any task it depends on; create the file, pass "
-                f"the producing task's handle as an argument, or fix the path"
+                f"yet: task {writer!r} declares it as its OutputFile, but it is not an "
+                f"OutputFile of any task {node.name!r} depends on; pass the producing "
+                f"task's handle as an argument, or fix the path"
             )
     return None
+
+
+class _Declared:
+    """``OutputFile`` name -> name of the task declaring it, over the batch being
+    compiled; built once, and only when an input is missing (a rare path)."""
+
+    def __init__(self) -> None:
+        self._table: dict[str, str] | None = None
+
+    def __call__(self, nodes: Mapping[str, Node]) -> dict[str, str]:
+        if self._table is None:
+            self._table = {
+                a.filename: n.name for n in nodes.values() for a in n.args if type(a) is OutputFile
+            }
+        return self._table
 
 
 def _topological(nodes: Mapping[str, Node]) -> list[str]:

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..coro import first_step
 from ..errors import TaskBuildError
 from ..protocol import Command, Work
 from ..spec import Node, TaskKind, bind
@@ -32,6 +33,7 @@ class BuildHost(Protocol):
     state: RunState
 
     loop_tasks: LoopTasks
+    payloads: dict[str, Command | str]
 
     def failed(self, key: str, exc: BaseException) -> None: ...
     def submit(self, name: str, works: list[Work]) -> None: ...
@@ -49,12 +51,17 @@ class Builders:
         """Run ``node``'s builder with ``work``'s inputs, then submit the payload."""
         executor = self._executor
         args, kwargs = bind(node, work.inputs)
-        if inspect.iscoroutinefunction(node.func):
-            coro = node.func(*args, **kwargs)
-            executor.loop_tasks.run(node.key, coro, partial(self._built, node, work))
-            return
         try:
-            out = node.func(*args, **kwargs)
+            if inspect.iscoroutinefunction(node.func):
+                # First step here, in creation order (a builder that never suspends
+                # costs no Task and no loop turn); only one that suspends gets a Task.
+                out, rest = first_step(node.func(*args, **kwargs))
+                if rest is not None:
+                    then = partial(self._built, node, work)
+                    executor.loop_tasks.run(node.key, rest[0], then, context=rest[1])
+                    return
+            else:
+                out = node.func(*args, **kwargs)
         except Exception as exc:
             executor.failed(node.key, exc)
             return
@@ -78,6 +85,7 @@ class Builders:
         except Exception as exc:
             executor.failed(node.key, exc)
             return
+        executor.payloads[node.key] = payload  # the handle's description shows it
         executor.submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
 
 

@@ -24,6 +24,7 @@ from ..protocol import (
     Backend,
     BackendContext,
     Capabilities,
+    Command,
     Outcome,
     Remote,
     TaskState,
@@ -73,6 +74,8 @@ class Executor:
         self.builders = Builders(self)
         self._block_runner = block_runner
         self.loop_tasks = LoopTasks(loop, self)  # block bodies and builders, by key
+        #: key -> the command / prompt its builder made (shown in its description)
+        self.payloads: dict[str, Command | str] = {}
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None

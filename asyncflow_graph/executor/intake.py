@@ -209,7 +209,8 @@ class Intake:
         args, kwargs = node.args, node.kwargs
         if node.deps and all(d in values for d in node.deps):
             args, kwargs = bind(node, values)
-        return describe(node, self.graph, args=args, kwargs=kwargs)
+        payload = self.executor.payloads.get(key)
+        return describe(node, self.graph, args=args, kwargs=kwargs, payload=payload)
 
     def demand(self, key: str) -> None:
         """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""

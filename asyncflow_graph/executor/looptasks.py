@@ -5,6 +5,7 @@ and async executable/prompt builders. They are run state too: ending the key
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -29,10 +30,14 @@ class LoopTasks:
         task.add_done_callback(partial(self._body_ended, key))
 
     def run(
-        self, key: str, coro: Coroutine[Any, Any, Any], then: Callable[[asyncio.Task[Any]], None]
+        self,
+        key: str,
+        coro: Coroutine[Any, Any, Any],
+        then: Callable[[asyncio.Task[Any]], None],
+        context: contextvars.Context | None = None,
     ) -> None:
         """A step of ``key``'s work (a builder): ``then(task)`` when it ends."""
-        task = self._loop.create_task(coro)
+        task = self._loop.create_task(coro, context=context)
         self._tasks[key] = task
         task.add_done_callback(partial(self._step_ended, key, then))
 

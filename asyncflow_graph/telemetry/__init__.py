@@ -16,17 +16,17 @@ needs them is used, never on ``import asyncflow_graph``.
 
 from __future__ import annotations
 
+import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from ..executor.events import ObservedEngine, RunObserver
+    from .checkpoint import CheckpointWriter, define_event, make_event
     from .eventlog import EventLog, EventRecord, TaskRecord, load_tasks, read_events, record_events
     from .manager import TelemetryEvent, TelemetryManager
     from .progress import ProgressBar, show_progress
@@ -39,13 +39,17 @@ __all__ = [
     "TaskRecord",
     "TelemetryEvent",
     "TelemetryManager",
+    "define_event",
     "load_tasks",
+    "make_event",
     "plot_timeline",
     "read_events",
     "record_events",
     "show_progress",
     "start_telemetry",
 ]
+
+_log = logging.getLogger("asyncflow_graph.telemetry")
 
 __getattr__ = lazy_attributes(
     __name__,
@@ -57,6 +61,8 @@ __getattr__ = lazy_attributes(
         "read_events": ".eventlog",
         "record_events": ".eventlog",
         "TelemetryEvent": ".manager",
+        "define_event": ".checkpoint",
+        "make_event": ".checkpoint",
         "TelemetryManager": ".manager",
         "ProgressBar": ".progress",
         "show_progress": ".progress",
@@ -86,14 +92,15 @@ async def start_telemetry(
       provider. Without span processors no task span is built at all.
     * ``resource``: an ``opentelemetry.sdk.resources.Resource`` (default: service
       ``asyncflow_graph`` with ``session_id``, plus the ``OTEL_*`` environment).
-    * ``checkpoint_path``: a directory (the log is
-      ``<dir>/<session_id>.<unix ts>.events.jsonl``) or a ``.jsonl`` file: the JSONL
-      lifecycle log, written line by line as the run goes.
+    * ``checkpoint_path``: a directory (the file is
+      ``<dir>/<session_id>.<unix ts>.telemetry.jsonl``) or a ``.jsonl`` file: the
+      telemetry checkpoint in RHAPSODY's JSONL format (every event, then the spans and
+      a metric snapshot; see ``checkpoint.py``), written once per loop turn.
     * ``keep_spans``: keep every finished span in memory for ``read_traces()``.
     * ``progress``: show a progress bar until ``stop()`` (terminals only).
     * ``resource_poll_interval`` and ``checkpoint_interval`` are accepted for
       AsyncFlow compatibility and unused: there is no node-resource poller, and the
-      log is written as events happen rather than at intervals.
+      checkpoint is written as events happen rather than at intervals.
 
     Returns the :class:`TelemetryManager`; ``await manager.stop()`` ends the session.
     """
@@ -107,6 +114,12 @@ async def start_telemetry(
         ) from exc
     from .manager import TelemetryManager
 
+    queue = None
+    if checkpoint_path is not None:
+        from .checkpoint import SpanQueue
+
+        queue = SpanQueue()  # the checkpoint's span lines
+        span_processors = [*(span_processors or ()), queue]
     session = OTelSession(
         engine.uid,
         span_processors=span_processors,
@@ -116,12 +129,14 @@ async def start_telemetry(
     )
     manager = TelemetryManager(engine, session)
     if checkpoint_path is not None:
-        from .eventlog import EventLog
+        from .checkpoint import CheckpointWriter, checkpoint_file
 
-        log = EventLog(_log_path(Path(checkpoint_path), engine.uid), engine=engine)
-        engine.add_observer(log)
-        manager.checkpoint_file = str(log.path)
-        manager.add_closer(partial(_detach, engine, log, log.close))
+        path = checkpoint_file(checkpoint_path, engine.uid, manager.started_at)
+        writer = CheckpointWriter(path, queue)
+        manager.subscribe(writer)
+        manager.checkpoint_file = str(path)
+        manager.add_final(partial(_close_checkpoint, manager, writer))
+        _log.info("Telemetry checkpoint file: %s", path)
     if progress:
         from .progress import ProgressBar
 
@@ -137,7 +152,8 @@ def _detach(engine: ObservedEngine, observer: RunObserver, close: Callable[[], N
     close()
 
 
-def _log_path(path: Path, session_id: str) -> Path:
-    if path.suffix == ".jsonl":
-        return path
-    return path / f"{session_id}.{int(time.time())}.events.jsonl"
+def _close_checkpoint(manager: TelemetryManager, writer: CheckpointWriter) -> None:
+    """After the last event: the final metric snapshot, the spans, then close."""
+    manager.unsubscribe(writer)
+    writer.write_metrics(manager.read_metrics())
+    writer.close()

@@ -203,8 +203,9 @@ class EventRecord:
 
 
 def read_events(path: str | os.PathLike[str]) -> list[EventRecord]:
-    """Load a log written by :class:`EventLog`. A torn last line (the run died
-    while writing it) is skipped; a bad line elsewhere raises ``ValueError``."""
+    """Load a log written by :class:`EventLog`, or a RHAPSODY-format telemetry
+    checkpoint (its task lifecycle events). A torn last line (the run died while
+    writing it) is skipped; a bad line elsewhere raises ``ValueError``."""
     records: list[EventRecord] = []
     with open(path, encoding="utf-8") as f:
         lines = f.read().split("\n")
@@ -219,8 +220,47 @@ def read_events(path: str | os.PathLike[str]) -> list[EventRecord]:
                 log.warning("%s: skipping a torn last line", path)
                 break
             raise ValueError(f"{path}:{i + 1}: not a JSON line: {exc}") from None
-        records.append(_record(obj))
+        record = _from_rhapsody(obj) if "section" in obj else _record(obj)
+        if record is not None:
+            records.append(record)
     return records
+
+
+#: RHAPSODY event types -> our lifecycle events
+_RHAPSODY_EVENTS = {
+    "SessionStarted": "session",
+    "TaskCreated": "created",
+    "TaskSubmitted": "submitted",
+    "TaskStarted": "running",
+    "TaskCompleted": "done",
+    "TaskFailed": "failed",
+    "TaskCanceled": "cancelled",
+    "SessionEnded": "closed",
+}
+
+
+def _from_rhapsody(obj: dict[str, Any]) -> EventRecord | None:
+    """A line of a RHAPSODY-format checkpoint (``start_telemetry(checkpoint_path=)``,
+    or RHAPSODY's own) as one of our events; spans, metrics and other events: None."""
+    if obj.get("section") != "event":
+        return None
+    event = _RHAPSODY_EVENTS.get(str(obj.get("event_type")))
+    if event is None:
+        return None
+    attrs = obj.get("attributes") or {}
+    return EventRecord(
+        event=event,
+        t=float(obj.get("event_time") or 0.0),
+        key=obj.get("task_id"),
+        backend=obj.get("backend") if obj.get("task_id") is not None else None,
+        workflow_id=attrs.get("asyncflow.workflow_id"),
+        name=attrs.get("executable"),
+        kind=attrs.get("task_type"),
+        deps=tuple(attrs.get("depends_on") or ()),
+        error_type=obj.get("error_type"),
+        error=obj.get("error_type"),
+        data=obj,
+    )
 
 
 def _record(obj: dict[str, Any]) -> EventRecord:

@@ -81,6 +81,8 @@ class TelemetrySession(Protocol):
     ) -> AbstractContextManager[Any]: ...
     def read_metrics(self) -> Any: ...
     def read_traces(self) -> tuple[Any, ...]: ...
+    def workflow_entered(self, wid: str) -> None: ...
+    def workflow_exited(self, wid: str) -> None: ...
     def finish(self) -> None: ...
     def shutdown(self) -> None: ...
 
@@ -99,12 +101,15 @@ class TelemetryManager:
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
         self._closers: list[Callable[[], Any]] = []
+        self._finals: list[Callable[[], Any]] = []  # run after the last event
         self._started_at = time.time()
         self._stopped_at: float | None = None
         self._last_summary: dict[str, Any] | None = None
         self.checkpoint_file: str | None = None
         self._started_events: StartedEvents | None = None
+        self._stopping: asyncio.Future[None] | None = None
         engine.add_observer(session.observer)
+        engine.add_listener(self)  # workflow spans follow workflow_scope(); shutdown stops
         self.emit(self.event(SESSION_STARTED, backend=SESSION_BACKEND))
 
     # -- AsyncFlow / RHAPSODY interface ---------------------------------------------
@@ -189,9 +194,14 @@ class TelemetryManager:
 
     async def stop(self) -> None:
         """End the session: flush spans and metrics, close the event log and the
-        progress bar, detach from the engine. Safe to call twice."""
-        if self._stopped_at is not None:
-            return
+        progress bar, detach from the engine. Safe to call twice, and concurrently
+        (the engine's shutdown calls it too)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> None:
+        self._engine.remove_listener(self)
         self._engine.remove_observer(self._session.observer)
         self._detach_started_events()
         self._session.finish()
@@ -208,8 +218,26 @@ class TelemetryManager:
         if self._async_deliveries:
             await asyncio.wait(set(self._async_deliveries), timeout=5.0)
         self._stopped_at = time.time()
+        for final in self._finals:
+            try:
+                final()
+            except Exception:
+                log.exception("telemetry: closing %r failed", final)
         await asyncio.to_thread(self._session.shutdown)  # exporters may block on I/O
         self._last_summary = self.summary()
+
+    # -- the engine's listener: workflow scopes and shutdown ----------------------------
+
+    def workflow_entered(self, workflow_id: str) -> None:
+        self._session.workflow_entered(workflow_id)
+
+    def workflow_exited(self, workflow_id: str) -> None:
+        self._session.workflow_exited(workflow_id)
+
+    async def engine_shut_down(self) -> None:
+        """The engine shut down: the session ends with it (its span too), so a
+        program that never calls ``stop()`` still exports a whole trace."""
+        await self.stop()
 
     @contextmanager
     def span_scope(self, name: str, attributes: Mapping[str, Any] | None = None) -> Iterator[Any]:
@@ -229,6 +257,13 @@ class TelemetryManager:
 
     def add_closer(self, close: Callable[[], Any]) -> None:
         self._closers.append(close)
+
+    def add_final(self, close: Callable[[], Any]) -> None:
+        self._finals.append(close)
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at
 
     def _task_event(
         self, event_type: str, node: Node, backend: str, t_ns: int, **extra: Any
@@ -297,13 +332,13 @@ _COUNTS = (
 
 
 def _counts(s: BackendStats) -> dict[str, int]:
+    """RHAPSODY's task counts, in its order."""
     return {
-        "created": s.created,
         "submitted": s.submitted,
-        "running": s.running,
         "completed": s.completed,
         "failed": s.failed,
         "canceled": s.canceled,
+        "running": s.running,
     }
 
 

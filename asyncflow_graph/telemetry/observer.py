@@ -61,7 +61,7 @@ Record = tuple[Mapping[str, Node], BackendStats, int, int]
 
 
 class SpanSink(Protocol):
-    def workflow(self, wid: str, t: int) -> Any: ...
+    def member_planned(self, wid: str, t: int) -> None: ...
     def block_started(self, node: Node, pid: int, t: int) -> None: ...
     def task_ended(
         self, node: Node, backend: str, pid: int, start: int, end: int, outcome: TaskState, err: Any
@@ -92,7 +92,6 @@ class TelemetryObserver(RunObserver):
         self.events: TaskEventSink | None = None
         self.flush_durations: Callable[[], None] | None = None  # set by the OTel session
         self.recs: dict[str, Record] = {}
-        self._workflows: set[str] = set()
         self._run: RunView | None = None
         self._durations: Mapping[str, float] = {}
 
@@ -134,12 +133,11 @@ class TelemetryObserver(RunObserver):
                 self.events(TASK_CREATED, node, name, t, depends_on=list(node.deps))
 
     def _open_workflows(self, nodes: Mapping[str, Node], spans: SpanSink, t: int) -> None:
-        workflows = self._workflows
+        # a workflow's span lasts until its scope is left and its direct members end
         for node in nodes.values():
             wid = node.workflow_id
-            if wid is not None and node.parent is None and wid not in workflows:
-                workflows.add(wid)
-                spans.workflow(wid, t)
+            if wid is not None and node.parent is None:
+                spans.member_planned(wid, t)
 
     def on_submitted(self, backend: str, units: Sequence[Unit]) -> None:
         self._stats(backend).submitted += sum(len(u.keys) for u in units)

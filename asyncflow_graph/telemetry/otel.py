@@ -9,6 +9,7 @@ bulk when a reader collects: the hot path never touches an OTel instrument.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections import deque
@@ -192,6 +193,17 @@ class OTelSession:
         )
         with trace_api.use_span(span, end_on_exit=True):
             yield span
+
+    def workflow_entered(self, wid: str) -> None:
+        if self._spans is not None:
+            self._spans.workflow_entered(wid, time.time_ns())
+
+    def workflow_exited(self, wid: str) -> None:
+        if self._spans is not None:
+            # Decided after this loop turn's compile (scheduled before us, so it runs
+            # first): tasks created in the scope just before it was left are members.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._spans.workflow_exited, wid, time.time_ns())
 
     # -- end ------------------------------------------------------------------------------
 

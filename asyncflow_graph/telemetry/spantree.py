@@ -149,6 +149,9 @@ class SpanTree:
         self.workflows: dict[str, Any] = {}  # workflow id -> SDK span
         self.wf_ctx: dict[str, SpanContext] = {}
         self.wf_end: dict[str, int] = {}  # workflow id -> latest end of a direct member
+        self.scopes: dict[str, int] = {}  # workflow id -> workflow_scope()s open now
+        self.open_members: dict[str, int] = {}  # workflow id -> direct members not ended
+        self.exiting: set[str] = set()  # scopes left, span waiting for its members
         self.blocks: dict[str, Any] = {}  # block key -> open SDK span
         self.block_ctx: dict[str, SpanContext] = {}
         self.task_span: Any = None
@@ -173,24 +176,74 @@ class SpanTree:
             ctx = self.wf_ctx[wid] = span.get_span_context()
         return ctx
 
-    def parent_of(self, node: Node, start: int, end: int) -> SpanContext:
+    def workflow_entered(self, wid: str, t: int) -> None:
+        """A ``workflow_scope(wid)`` was entered: its span opens now."""
+        self.scopes[wid] = self.scopes.get(wid, 0) + 1
+        self.exiting.discard(wid)
+        if wid not in self.workflows:
+            self.wf_ctx.pop(wid, None)  # a new scope of an id used before: a new span
+            self.workflow(wid, t)
+
+    def workflow_exited(self, wid: str, t: int) -> None:
+        """The last open ``workflow_scope(wid)`` was left: its span ends now, or,
+        when tasks created inside are still open, when the last of them ends (so
+        the span covers its members). Its context stays known: members ending
+        later are still its children."""
+        left = self.scopes.get(wid, 0) - 1
+        if left > 0:
+            self.scopes[wid] = left
+            return
+        self.scopes.pop(wid, None)
+        if self.open_members.get(wid):
+            self.exiting.add(wid)
+        else:
+            self._end_workflow(wid, t)
+
+    def member_planned(self, wid: str, t: int) -> None:
+        """A direct member of workflow ``wid`` (a task or block outside any block)
+        was compiled: the workflow's span is open (opened now if new) until it ends."""
+        if wid not in self.wf_ctx:
+            self.workflow(wid, t)
+        self.open_members[wid] = self.open_members.get(wid, 0) + 1
+
+    def _member_ended(self, wid: str, end: int) -> None:
+        if end > self.wf_end.get(wid, 0):
+            self.wf_end[wid] = end
+        left = self.open_members.get(wid, 0) - 1
+        if left > 0:
+            self.open_members[wid] = left
+            return
+        self.open_members.pop(wid, None)
+        if wid in self.exiting:
+            self.exiting.discard(wid)
+            self._end_workflow(wid, end)
+
+    def _end_workflow(self, wid: str, t: int) -> None:
+        span = self.workflows.pop(wid, None)
+        if span is not None:
+            self.wf_end.pop(wid, None)
+            span.end(end_time=max(t, span.start_time or 0))
+
+    def parent_of(self, node: Node, start: int, end: int, ending: bool = True) -> SpanContext:
         """The span context of ``node``'s block, else of its workflow (opened at
-        ``start`` if new; ``end`` extends it), else the session's."""
+        ``start`` if new), else the session's. ``ending``: ``node`` ends at ``end``
+        (a direct member of a workflow that may end with it)."""
         if node.parent is not None:
             return self.block_ctx.get(node.parent, self.session_ctx)
         wid = node.workflow_id
         if wid is None:
             return self.session_ctx
-        if end > self.wf_end.get(wid, 0):
-            self.wf_end[wid] = end
-        return self.wf_ctx.get(wid) or self.workflow(wid, start)
+        ctx = self.wf_ctx.get(wid) or self.workflow(wid, start)
+        if ending:
+            self._member_ended(wid, end)
+        return ctx
 
     def block_started(self, node: Node, pid: int, t: int) -> None:
         attrs = _attributes(node, ENGINE_BACKEND, pid, self.sid)
         attrs["asyncflow.workflow_id"] = node.key  # as AsyncFlow: a block is a workflow
         if node.workflow_id is not None:
             attrs["asyncflow.parent_workflow_id"] = node.workflow_id
-        parent = self.parent_of(node, t, t)
+        parent = self.parent_of(node, t, t, ending=False)
         span = self.tracer.start_span(
             "block",
             context=trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
@@ -272,7 +325,7 @@ class SpanTree:
             span.add_event(event.name, event.attributes, event.timestamp)
         span.set_status(status)
         span.end(end_time=end)
-        self.parent_of(node, end, end)  # a block's end extends its workflow
+        self.parent_of(node, end, end)  # a block's end may end its workflow
 
     def close(self, now: int) -> None:
         for key, span in list(self.blocks.items()):
