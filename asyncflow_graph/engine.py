@@ -15,7 +15,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from .decorators import TaskDefinition, build_options, make_definition
 from .errors import ConfigurationError
 from .executor import Executor, Intake, RunObserver, RunView
 from .graph import Graph
-from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture, new_handle
+from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture
 from .listeners import EngineListener, Listeners
 from .protocol import Backend
 from .spec import Node, TaskKind
@@ -82,7 +81,7 @@ class WorkflowEngine:
             self._executor,
             default_backend=self._default_backend_name,
             lazy=execution == "lazy",
-            new_handle=partial(new_handle, handle_type),
+            handle_type=handle_type,
         )
         self._shutdown_task: asyncio.Task[None] | None = None
         self._listeners = Listeners()  # workflow scopes and shutdown, see add_listener

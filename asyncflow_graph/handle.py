@@ -13,7 +13,6 @@ import asyncio
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .protocol import TaskState
 from .spec import Node, TaskKind, register_reference_type
 
 if TYPE_CHECKING:
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .visualize import Drawing
 
-__all__ = ["HandleHost", "LazyTaskFuture", "RemoteTaskFuture", "TaskFuture", "new_handle"]
+__all__ = ["HandleHost", "LazyTaskFuture", "RemoteTaskFuture", "TaskFuture"]
 
 
 class HandleHost(Protocol):
@@ -43,11 +42,12 @@ class HandleHost(Protocol):
 
 
 class TaskFuture(asyncio.Future[Any]):
-    __slots__ = ("_host", "key", "state")
+    __slots__ = ("host", "key", "state")
 
     key: str
     state: str
-    _host: HandleHost
+    #: the run this handle belongs to (set by the intake that made it)
+    host: HandleHost
 
     @property
     def id(self) -> str:
@@ -60,52 +60,43 @@ class TaskFuture(asyncio.Future[Any]):
 
     @property
     def node(self) -> Node:
-        return self._host.node(self.key)
+        return self.host.node(self.key)
 
     def describe(self) -> dict[str, Any]:
         """AsyncFlow's description dict of this task or block (``.task``/``.block``)."""
-        return self._host.describe(self.key)
+        return self.host.describe(self.key)
 
     @property
     def task(self) -> dict[str, Any]:
-        if self._host.node(self.key).kind is TaskKind.BLOCK:
+        if self.host.node(self.key).kind is TaskKind.BLOCK:
             raise AttributeError("a block handle has .block, not .task")
-        return self._host.describe(self.key)
+        return self.host.describe(self.key)
 
     @property
     def block(self) -> dict[str, Any]:
-        if self._host.node(self.key).kind is not TaskKind.BLOCK:
+        if self.host.node(self.key).kind is not TaskKind.BLOCK:
             raise AttributeError("a task handle has .task, not .block")
-        return self._host.describe(self.key)
+        return self.host.describe(self.key)
 
     @property
     def graph(self) -> Graph:
         """This task and its ancestors, as an immutable graph."""
-        return self._host.graph.cull([self.key])
+        return self.host.graph.cull([self.key])
 
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
         from .visualize import visualize
 
-        host = self._host
+        host = self.host
         return visualize(host.plan_for([self.key]), filename=filename, state=host.view, **kwargs)
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel this task's work and every dependent; False once it has ended."""
         if self.done():
             return False
-        return self._host.cancel(self.key, msg)
+        return self.host.cancel(self.key, msg)
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.key} state={self.state}>"
-
-
-def new_handle(cls: type[TaskFuture], host: HandleHost, key: str) -> TaskFuture:
-    """A PENDING handle of class ``cls`` for ``key`` (on the hot path: four stores)."""
-    fut = cls(loop=host.loop)
-    fut.key = key
-    fut.state = TaskState.PENDING
-    fut._host = host
-    return fut
 
 
 class LazyTaskFuture(TaskFuture):
@@ -115,13 +106,13 @@ class LazyTaskFuture(TaskFuture):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, Any]:
-        self._host.demand(self.key)
+        self.host.demand(self.key)
         return super().__await__()
 
     __iter__ = __await__
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
-        self._host.demand(self.key)
+        self.host.demand(self.key)
         super().add_done_callback(fn, context=context)
 
 
@@ -134,13 +125,13 @@ class RemoteTaskFuture(TaskFuture):
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, Any]:
-        self._host.fetch(self.key)
+        self.host.fetch(self.key)
         return super().__await__()
 
     __iter__ = __await__
 
     def add_done_callback(self, fn: Callable[[Any], object], *, context: Any = None) -> None:
-        self._host.fetch(self.key)
+        self.host.fetch(self.key)
         super().add_done_callback(fn, context=context)
 
     def result(self) -> Any:

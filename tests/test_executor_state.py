@@ -50,7 +50,9 @@ def add(state, *args, **kwargs):
 
 
 def done(state, key, value):
-    return split(state.done(key, value))[0]
+    ready = state.done(key, value)  # a Ready instruction or None
+    assert ready is None or (isinstance(ready, Ready) and ready.jobs and not ready.later)
+    return [] if ready is None else ready.jobs
 
 
 def fail(state, key, exc):

@@ -243,8 +243,11 @@ class Executor:
                 fut.set_result(value)
         elif type(value) is Remote:
             self.remote.refs[key] = value
-        if ready:
-            self._carry_out(ready)
+        if ready is not None:
+            if self._held is not None:
+                self._held.extend(ready.jobs)
+            else:
+                self._dispatch(ready.jobs)
 
     def ended(self, outcomes: Iterable[Outcome]) -> None:
         # Hold what becomes ready until every outcome is recorded: one submission

@@ -26,6 +26,7 @@ from ..compiler import Plan, compile_plan
 from ..describe import describe
 from ..errors import EngineClosedError
 from ..graph import Graph
+from ..protocol import TaskState
 from ..spec import EMPTY_MAPPING, Node, bind
 
 if TYPE_CHECKING:
@@ -48,8 +49,10 @@ COMPILE_CHUNK = 1024
 #: (workflow id, key of the enclosing block) of the code creating tasks
 Scope = tuple[str | None, str | None]
 
-#: makes the handle of a new key for its host (the engine picks the handle class)
-HandleFactory = Callable[["Intake", str], "asyncio.Future[Any]"]
+
+#: the engine's handle class: an ``asyncio.Future`` subclass with slots for its key,
+#: its state and its host (:class:`~asyncflow_graph.handle.TaskFuture`)
+HandleType = Callable[..., Any]
 
 
 class Intake:
@@ -59,13 +62,13 @@ class Intake:
         *,
         default_backend: str,
         lazy: bool,
-        new_handle: HandleFactory,
+        handle_type: HandleType,
     ) -> None:
         self.executor = executor
         self.loop = executor.loop
         self.default_backend = default_backend
         self.lazy = lazy
-        self.new_handle = new_handle
+        self.handle_type = handle_type  # the engine's TaskFuture class
         self.scope: ContextVar[Scope | None] = ContextVar(
             f"asyncflow_graph.{executor.engine_uid}", default=None
         )
@@ -87,13 +90,17 @@ class Intake:
     def existing(self, key: str) -> asyncio.Future[Any] | None:
         return self.executor.futures.get(key)
 
-    def add(self, node: Node) -> asyncio.Future[Any]:
+    def add(self, node: Node) -> Any:
         if self.closed:
             raise EngineClosedError(
                 f"engine {self.executor.engine_uid} has been shut down; create a new "
                 f"WorkflowEngine to run {node.name!r}"
             )
-        fut = self.new_handle(self, node.key)
+        # Inlined: once per task on the hot path.
+        fut = self.handle_type(loop=self.loop)
+        fut.key = node.key
+        fut.state = TaskState.PENDING
+        fut.host = self
         self.executor.futures[node.key] = fut
         self._pending[node.key] = node
         if not self._flush_scheduled and not self.lazy:

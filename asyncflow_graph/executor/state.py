@@ -201,11 +201,12 @@ class RunState:
         """The backend started ``key`` (or a block body began)."""
         self._started_at[key] = self._clock()
 
-    def done(self, key: str, value: Any) -> Sequence[Instruction]:
-        """``key`` produced ``value``. Returns the jobs that became ready."""
+    def done(self, key: str, value: Any) -> Ready | None:
+        """``key`` produced ``value``. Returns the jobs that became ready, if any
+        (its only possible instruction: a plain value on the hot path)."""
         job = self._job_of.pop(key, None)
         if job is None:  # ended already (cancelled, timed out): the late result is dropped
-            return NOTHING
+            return None
         self.values[key] = value
         if self._started_at:
             self._record_duration(key)
@@ -216,7 +217,7 @@ class RunState:
             job.status = ENDED
         waiting = self._waiters.pop(key, None)
         if not waiting:
-            return NOTHING
+            return None
         ready = []
         for j in waiting:
             j.remaining -= 1
@@ -224,7 +225,7 @@ class RunState:
                 j.status = RUNNING
                 j.remaining = len(j.unit.keys)
                 ready.append(j)
-        return (Ready(ready),) if ready else NOTHING
+        return Ready(ready) if ready else None
 
     def fail(self, key: str, exc: BaseException) -> Sequence[Instruction]:
         """``key`` raised ``exc``: retried if it has retries left (and its backend
