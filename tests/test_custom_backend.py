@@ -25,7 +25,6 @@ from custom_backend import ThreadPoolBackend  # noqa: E402
 class TestThreadPoolBackend(BackendConformance):
     runs_in_process = True  # threads of this process: closures see the test's state
     interrupts_running = False  # a Python call running in a thread cannot be stopped
-    T = 20.0
 
     async def make_backends(self, tmp_path: Path) -> list[ThreadPoolBackend]:
         return [ThreadPoolBackend(name=self.backend_name, max_workers=2)]

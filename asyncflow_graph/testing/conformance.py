@@ -52,9 +52,6 @@ from .tasks import ConformanceError, flaky_once, gated, raise_conformance, wait_
 
 __all__ = ["BackendConformance"]
 
-#: every test of the mixin is a coroutine run by pytest-asyncio
-asyncio_test = pytest.mark.asyncio
-
 
 class BackendConformance(ConformanceBase):
     """Mixin of conformance tests. Subclass it in a ``Test...`` class and implement
@@ -62,14 +59,14 @@ class BackendConformance(ConformanceBase):
 
     # -- function tasks ---------------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_single_task_result(self, flow: WorkflowEngine) -> None:
         square = self.task(flow, lambda x: x * x)
         h = square(7)
         assert await self.settle(h) == self.value(49)
         assert h.state == "DONE" and h.done() and not h.cancelled()
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_sync_and_async_functions(self, flow: WorkflowEngine) -> None:
         def add(a: int, b: int) -> int:
             return a + b
@@ -87,7 +84,7 @@ class BackendConformance(ConformanceBase):
             self.value(25),
         ]
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_closures_share_process_state(self, flow: WorkflowEngine) -> None:
         self.need("runs_in_process")
         seen: list[str] = []
@@ -103,7 +100,7 @@ class BackendConformance(ConformanceBase):
         )
         assert sorted(seen) == ["async2", "sync1"]
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_chain_of_50_is_fused(self, flow: WorkflowEngine) -> None:
         inc = self.task(flow, lambda x: x + 1)
         start = self.task(flow, lambda: 0)
@@ -123,7 +120,7 @@ class BackendConformance(ConformanceBase):
         assert await self.settle(asyncio.gather(*handles)) == [self.value(i) for i in range(50)]
         assert all(h.state == "DONE" for h in handles)
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_fan_out_fan_in_100(self, flow: WorkflowEngine) -> None:
         src = self.task(flow, lambda: 3)()
         mids = [self.task(flow, lambda s, i: s * i)(src, i) for i in range(100)]
@@ -131,7 +128,7 @@ class BackendConformance(ConformanceBase):
         assert await self.settle(total) == self.value(3 * sum(range(100)))
         assert await self.settle(asyncio.gather(*mids)) == [self.value(3 * i) for i in range(100)]
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_diamond(self, flow: WorkflowEngine) -> None:
         top = self.task(flow, lambda: 10)()
         left = self.task(flow, lambda x: x + 1)(top)
@@ -140,7 +137,7 @@ class BackendConformance(ConformanceBase):
         assert await self.settle(bottom) == self.value((11, 20))
         assert set(bottom.graph) == {top.key, left.key, right.key, bottom.key}
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_nested_containers_and_kwargs(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
         one = self.task(flow, lambda: 1)()
@@ -158,7 +155,7 @@ class BackendConformance(ConformanceBase):
 
     # -- failures ---------------------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_failure_propagates_with_root_cause(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
 
@@ -184,7 +181,7 @@ class BackendConformance(ConformanceBase):
         assert await sibling == "fine"
         await self.still_usable(flow)
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_exception_type_survives(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
         h = self.task(flow, raise_conformance)(7)
@@ -197,7 +194,7 @@ class BackendConformance(ConformanceBase):
             await self.settle(dep)
         assert dinfo.value.root_cause is info.value
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_retry_once_then_succeeds(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_functions")
         counter = tmp_path / "attempts"
@@ -207,7 +204,7 @@ class BackendConformance(ConformanceBase):
         assert await h == 2
         assert counter.read_text() == "xx"
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_timeout_fails_with_task_timeout_error(
         self, flow: WorkflowEngine, tmp_path: Path
     ) -> None:
@@ -229,7 +226,7 @@ class BackendConformance(ConformanceBase):
 
     # -- cancellation and shutdown ------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_cancel_running_task_and_dependents(
         self, flow: WorkflowEngine, tmp_path: Path
     ) -> None:
@@ -258,7 +255,7 @@ class BackendConformance(ConformanceBase):
             gate.touch()
         await self.still_usable(flow)
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_cancelled_dependents_never_run(
         self, flow: WorkflowEngine, tmp_path: Path
     ) -> None:
@@ -284,7 +281,7 @@ class BackendConformance(ConformanceBase):
         await self.settle(flow.shutdown())
         assert not ran.exists(), "a cancelled dependent ran"
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_shutdown_ends_every_future(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_functions")
         started, gate = tmp_path / "started", tmp_path / "gate"
@@ -304,7 +301,7 @@ class BackendConformance(ConformanceBase):
 
     # -- blocks -----------------------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_block_members_run_on_backend(self, flow: WorkflowEngine) -> None:
         inc = self.task(flow, lambda x: x + 1)
         members: list[Any] = []
@@ -326,7 +323,7 @@ class BackendConformance(ConformanceBase):
 
     # -- executables ------------------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_executable_stdout(self, flow: WorkflowEngine) -> None:
         self.need("runs_commands")
 
@@ -337,7 +334,7 @@ class BackendConformance(ConformanceBase):
         h = flow.executable_task(hello, backend=self.backend_name)(word)
         assert await self.settle(h) == "hello world\n"
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_executable_failure(self, flow: WorkflowEngine) -> None:
         self.need("runs_commands")
 
@@ -354,7 +351,7 @@ class BackendConformance(ConformanceBase):
         with pytest.raises(DependencyFailureError):
             await self.settle(dep)
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_capture_stdio_writes_files(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_commands", "captures_stdio")
 
@@ -369,7 +366,7 @@ class BackendConformance(ConformanceBase):
 
     # -- prompts ----------------------------------------------------------------------
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_prompt_answered(self, flow: WorkflowEngine) -> None:
         self.need("runs_prompts")
 
@@ -379,7 +376,7 @@ class BackendConformance(ConformanceBase):
         answer = await self.settle(flow.prompt_task(ask, backend=self.backend_name)("graphs"))
         assert isinstance(answer, str) and answer.strip()
 
-    @asyncio_test
+    @pytest.mark.asyncio
     async def test_prompt_refused_with_clear_error(self, flow: WorkflowEngine) -> None:
         self.need("refuses_prompts")
         built: list[str] = []
