@@ -133,15 +133,18 @@ def test_importing_the_package_or_its_task_bodies_imports_no_pytest(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_suite_runs_in_a_third_party_project_in_strict_mode(tmp_path):
+def test_suite_runs_in_a_third_party_project_in_strict_mode(tmp_path, monkeypatch):
     """Outside this repository's configuration (pytest-asyncio's default strict mode,
-    no conftest): the tests run, and a failing one shows the compared values."""
+    no conftest, no plugin but pytest-asyncio): the tests run, and a failing one shows
+    the compared values."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
     )
     (tmp_path / "test_theirs.py").write_text(THIRD_PARTY_TESTS)
     selected = "test_single_task_result or test_retry_once_then_succeeds"
-    proc = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selected], tmp_path)
+    args = ["-m", "pytest", "-q", "-p", "asyncio", "-p", "no:cacheprovider", "-k", selected]
+    proc = run_python(args, tmp_path, timeout=60)
     out = proc.stdout
     assert "1 failed, 2 passed, 1 skipped" in out, out + proc.stderr
     assert "TestWrongFlag::test_single_task_result" in out
