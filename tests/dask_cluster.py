@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance import announce_pid
+
+from asyncflow_graph.testing import announce_pid
 
 __all__ = [
     "CLIENT_UNPICKLED",

@@ -1,4 +1,4 @@
-"""The backend conformance suite (tests/conformance.py) run against the built-in local
+"""The backend conformance suite (asyncflow_graph.testing) run against the built-in local
 backends and the AsyncFlow adapter. The Dask backend's runs are in test_dask_backend.py."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from asyncflow_style_backend import AsyncFlowStyleBackend
-from conformance import BackendConformance
+from procs import run_python
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.backends import NoopExecutionBackend
 from asyncflow_graph.errors import BackendError
+from asyncflow_graph.testing import BackendConformance
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -98,3 +99,53 @@ async def test_async_head_of_fused_chain_runs_on_the_loop(tmp_path):
         assert await asyncio.wait_for(h, 10) is threading.main_thread()
     finally:
         await flow.shutdown()
+
+
+# --------------------------------------------------------------------------- the public suite
+
+THIRD_PARTY_TESTS = """
+from asyncflow_graph import LocalExecutionBackend
+from asyncflow_graph.testing import BackendConformance
+
+
+class TestTheirBackend(BackendConformance):
+    runs_in_process = True
+
+    async def make_backends(self, tmp_path):
+        return [LocalExecutionBackend(name=self.backend_name)]
+
+
+class TestWrongFlag(BackendConformance):
+    runs_functions = False  # wrong: the backend does run them
+
+    async def make_backends(self, tmp_path):
+        return [LocalExecutionBackend(name=self.backend_name)]
+"""
+
+
+def test_importing_the_package_or_its_task_bodies_imports_no_pytest(tmp_path):
+    code = (
+        "import sys, asyncflow_graph, asyncflow_graph.testing, asyncflow_graph.testing.tasks; "
+        "bad = [m for m in ('pytest', 'pytest_asyncio', '_pytest') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = run_python(["-c", code], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_suite_runs_in_a_third_party_project_in_strict_mode(tmp_path, monkeypatch):
+    """Outside this repository's configuration (pytest-asyncio's default strict mode,
+    no conftest, no plugin but pytest-asyncio): the tests run, and a failing one shows
+    the compared values."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    (tmp_path / "test_theirs.py").write_text(THIRD_PARTY_TESTS)
+    selected = "test_single_task_result or test_retry_once_then_succeeds"
+    args = ["-m", "pytest", "-q", "-p", "asyncio", "-p", "no:cacheprovider", "-k", selected]
+    proc = run_python(args, tmp_path, timeout=60)
+    out = proc.stdout
+    assert "1 failed, 2 passed, 1 skipped" in out, out + proc.stderr
+    assert "TestWrongFlag::test_single_task_result" in out
+    assert "assert 49 == 'Dummy Output'" in out  # asserts are rewritten in the suite

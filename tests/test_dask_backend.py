@@ -25,7 +25,6 @@ from typing import Any
 
 import dask_cluster
 import pytest
-from conformance import BackendConformance, wait_for_path
 from dask_cluster import (
     CLIENT_UNPICKLED,
     block_until,
@@ -43,6 +42,7 @@ from asyncflow_graph.errors import (
     PromptNotSupportedError,
 )
 from asyncflow_graph.executor.events import RunObserver
+from asyncflow_graph.testing import BackendConformance, wait_for_path
 
 distributed = pytest.importorskip("distributed")
 

@@ -2,7 +2,8 @@
 
 * Every ``examples/guide/*.py`` runs standalone (in a temporary directory) and exits 0.
 * Every Python block on every page under ``docs/`` is an include of such a file
-  (``--8<-- "examples/guide/NAME.py"``): no untested snippet.
+  (``--8<-- "examples/guide/NAME.py"``), of another example under ``examples/`` or of a
+  test module (``tests/test_NAME.py``): no untested snippet.
 * A ``text`` block titled "Output" shows what the page's latest include prints; a
   ``mermaid`` block shows part of it. A line ``...`` in the shown output stands for any
   number of lines, and ``...`` inside a line for any text.
@@ -32,7 +33,8 @@ GUIDE = ROOT / "examples" / "guide"
 PAGES = sorted(DOCS.rglob("*.md"))
 EXAMPLES = sorted(GUIDE.glob("*.py"))
 PYTHON_LANGS = {"python", "py", "python3", "pycon"}
-INCLUDE = re.compile(r'^--8<-- "(examples/(?:guide|dask_hpc)/[\w.-]+\.py)"$')
+#: an example (run by this module or tests/test_examples.py) or a test module (run by pytest)
+INCLUDE = re.compile(r'^--8<-- "((?:examples/(?:guide/|dask_hpc/)?|tests/test_)[\w.-]+\.py)"$')
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)(?P<attrs>.*)$"
 )
@@ -102,7 +104,7 @@ def expectations(page: Path) -> Iterator[Expectation]:
         if block.lang in PYTHON_LANGS:
             last_include = block.include()
         elif (block.lang == "text" and block.title == "Output") or block.lang == "mermaid":
-            assert last_include is not None, (
+            assert last_include is not None and last_include.startswith("examples/"), (
                 f"{page_id(page)}:{block.line_no}: a {block.lang} output block must follow "
                 f"a python block that includes an example"
             )

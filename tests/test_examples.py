@@ -138,7 +138,15 @@ def check_llm_pipeline(lines: list[str]) -> None:
     assert re.fullmatch(r"\d+ for 5 prompts", value_of(lines, "requests:")), lines
 
 
+def check_custom_backend(lines: list[str]) -> None:
+    assert value_of(lines, "result:") == str(sum(i * i for i in range(10)))
+    assert value_of(lines, "command:") == "sum of squares: 285"
+    assert re.fullmatch(r"threads_[01]", value_of(lines, "ran in:")), lines  # max_workers=2
+    assert value_of(lines, "failed:") == "ZeroDivisionError division by zero"
+
+
 CHECKS: dict[str, Callable[[list[str]], None]] = {
+    "custom_backend.py": check_custom_backend,
     "llm_pipeline.py": check_llm_pipeline,
     "mixed_backends.py": check_mixed_backends,
     "script_compute.py": check_script_compute,

@@ -17,6 +17,7 @@ from asyncflow_style_backend import AsyncFlowStyleBackend
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.backends.base import Backend, Work
 from asyncflow_graph.errors import BackendError, DependencyFailureError, TaskTimeoutError
+from asyncflow_graph.testing import wait_for_path
 
 T = 10  # generous bound for waiting on events (never a synchronization sleep)
 
@@ -393,3 +394,64 @@ async def test_shutdown_wait_lets_running_work_finish(tmp_path):
 
     await asyncio.wait_for(asyncio.gather(release(), shutting), T)
     assert h.state == "DONE" and h.result() == "finished"
+
+
+# --------------------------------------------------------------------------- 9. retried work
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_cancel_kills_a_retried_command(flow, tmp_path):
+    """The retry of a failed command is tracked like the first attempt: cancel kills it
+    (the first attempt's cleanup must not forget the retry's process)."""
+    pid_file, tried = tmp_path / "pid", tmp_path / "tried"
+
+    @flow.executable_task(retries=1)
+    def attempt():
+        return (
+            f"if [ -e {tried} ]; then echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; "
+            f"exec sleep 60; else touch {tried}; exit 1; fi"
+        )
+
+    h = attempt()
+    await wait_for_path(pid_file, T)
+    pid = int(pid_file.read_text())
+    try:
+        assert h.cancel() is True
+        await flow.settle(timeout=T)
+        deadline = asyncio.get_running_loop().time() + T
+        while _alive(pid):
+            assert asyncio.get_running_loop().time() < deadline, "the retried command still runs"
+            await asyncio.sleep(0.01)
+    finally:
+        if _alive(pid):
+            os.kill(pid, 9)
+
+
+async def test_cancel_stops_a_retried_async_task(flow):
+    """The same for a coroutine function run on the loop: its retry's Task is cancelled."""
+    attempts, started, cancelled = [], asyncio.Event(), asyncio.Event()
+
+    @flow.function_task(retries=1)
+    async def attempt():
+        attempts.append(1)
+        await asyncio.sleep(0)  # suspends: the attempt continues in a Task
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    h = attempt()
+    await asyncio.wait_for(started.wait(), T)
+    assert h.cancel() is True
+    await asyncio.wait_for(cancelled.wait(), T)

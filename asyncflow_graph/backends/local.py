@@ -154,7 +154,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         except Exception as exc:
             report.failed(node.key, exc)
         finally:
-            self._tasks.pop(work.key, None)
+            self._forget(work.key)
 
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
@@ -199,7 +199,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             report.failed(work.key, exc)
             return
         finally:
-            self._tasks.pop(work.key, None)
+            self._forget(work.key)
         report.ended(outcomes)
 
     async def _run_command(self, work: Work) -> None:
@@ -216,7 +216,13 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         else:
             report.done(work.key, result)
         finally:
-            self._tasks.pop(work.key, None)
+            self._forget(work.key)
+
+    def _forget(self, key: str) -> None:
+        # Only this attempt's Task: reporting its failure may already have submitted
+        # a retry of the same key, whose Task cancel() and close() must still find.
+        if self._tasks.get(key) is asyncio.current_task():
+            del self._tasks[key]
 
     def _rebuild_pool(self) -> None:
         if self._owns_executor or isinstance(self._executor, ProcessPoolExecutor):

@@ -1,9 +1,13 @@
-"""Backend conformance suite: one mixin of tests that every backend's test class subclasses.
+"""The backend conformance suite: one mixin of tests that every backend's test
+class subclasses.
 
-The idea is dask's ``dask/tests/test_local.py``: the tests are written once, against the
-public engine API only (``WorkflowEngine.create``, ``@flow.function_task(backend=...)``,
-``executable_task``, ``prompt_task``, ``block``, ``shutdown``), and each backend's test
-module says how to build the backend and what it can do::
+The idea is dask's ``dask/tests/test_local.py``: the tests are written once,
+against the public engine API only (``WorkflowEngine.create``,
+``@flow.function_task(backend=...)``, ``executable_task``, ``prompt_task``,
+``block``, ``shutdown``), and each backend's test module says how to build the
+backend and what it can do::
+
+    from asyncflow_graph.testing import BackendConformance
 
     class TestMyBackend(BackendConformance):
         runs_in_process = False          # capability flags, see below
@@ -11,225 +15,84 @@ module says how to build the backend and what it can do::
         async def make_backends(self, tmp_path):
             return [MyBackend(name=self.backend_name)]
 
-``make_backends`` returns a fresh list of backends for one engine (one test); the first is
-the backend under test and must be named ``self.backend_name``; others may follow as
-helpers. A subclass that needs other fixtures (a cluster, a client) either stores them on
-``self`` from an autouse fixture or overrides the ``backends`` fixture.
+:meth:`~BackendConformance.make_backends` returns a fresh list of backends for
+one engine (one test); the first is the backend under test and must be named
+``self.backend_name``; others may follow as helpers. A subclass that needs other
+fixtures (a cluster, a client) overrides the ``backends`` fixture instead.
 
-Capability flags (class attributes) gate the tests: a test whose requirement a backend does
-not have is skipped with the flag's name, never weakened. Task bodies used across process
-boundaries are module-level functions here (``tests/`` must be importable by remote workers:
-put it on their ``PYTHONPATH``) or closures (shipped by value with cloudpickle); cross-process
+Capability flags (class attributes) gate the tests: a test whose requirement a
+backend does not have is skipped with the flag's name, never weakened. Task
+bodies that cross process boundaries are module-level functions of
+:mod:`asyncflow_graph.testing.tasks` (a remote worker needs ``asyncflow_graph``
+installed) or closures (shipped by value with cloudpickle); cross-process
 synchronisation is through files in ``tmp_path``, polled with a deadline.
+
+Needs ``pytest`` and ``pytest-asyncio``. Every test is marked
+``pytest.mark.asyncio`` and the fixtures are ``pytest_asyncio`` fixtures, so the
+suite runs in pytest-asyncio's strict mode as well as in ``asyncio_mode=auto``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
-from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any
 
 import pytest
 
-from asyncflow_graph import WorkflowEngine
-from asyncflow_graph.errors import (
+from ..engine import WorkflowEngine
+from ..errors import (
     CommandFailedError,
     DependencyFailureError,
     PromptNotSupportedError,
     TaskTimeoutError,
 )
+from .base import ConformanceBase
+from .tasks import ConformanceError, flaky_once, gated, raise_conformance, wait_for_path
 
-__all__ = [
-    "DUMMY_OUTPUT",
-    "BackendConformance",
-    "ConformanceError",
-    "flaky_once",
-    "gated",
-    "wait_for_path",
-]
-
-#: what a dry-run backend (NoopExecutionBackend) answers for every non-prompt task
-DUMMY_OUTPUT = "Dummy Output"
-
-V = TypeVar("V")
+__all__ = ["BackendConformance"]
 
 
-class ConformanceError(Exception):
-    """A user exception with an extra attribute: its type and fields must survive the
-    trip through any backend (threads, processes, remote workers)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message, code)
-        self.message = message
-        self.code = code
-
-    def __str__(self) -> str:
-        return f"{self.message} (code {self.code})"
-
-
-# --------------------------------------------------------------------------- task bodies
-# Module-level so that they ship by reference to forked pools and to remote workers that
-# have tests/ on their path.
-
-
-async def gated(started: str, gate: str, cancelled_marker: str = "", limit: float = 30.0) -> str:
-    """Announce the start (a file holding this process's pid), then wait until ``gate``
-    exists. Async so it also runs on backends that call functions on the event loop;
-    ``limit`` bounds how long a worker that nobody releases stays busy."""
-    announce_pid(started)
-    deadline = time.monotonic() + limit
-    try:
-        while not os.path.exists(gate):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gate {gate} was never opened")
-            await asyncio.sleep(0.005)
-    except asyncio.CancelledError:
-        if cancelled_marker:
-            Path(cancelled_marker).touch()
-        raise
-    return "released"
-
-
-def flaky_once(counter: str) -> int:
-    """Fail on the first attempt, succeed on the next ones; the attempt count lives in a
-    file, so it works whatever process or machine runs each attempt."""
-    with open(counter, "a") as f:
-        f.write("x")
-    attempts = os.path.getsize(counter)
-    if attempts == 1:
-        raise ConformanceError("first attempt fails", 1)
-    return attempts
-
-
-def raise_conformance(code: int) -> None:
-    raise ConformanceError("typed failure", code)
-
-
-def announce_pid(path: str) -> None:
-    """Write this process's pid to ``path`` atomically: a reader polling for the file
-    (often in another process) never sees it created but still empty."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    Path(tmp).write_text(str(os.getpid()))
-    os.replace(tmp, path)
-
-
-async def wait_for_path(path: Path, timeout: float) -> None:
-    """Poll for ``path`` with a deadline (the writer may be another process)."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path} did not appear within {timeout} s")
-        await asyncio.sleep(0.01)
-
-
-# --------------------------------------------------------------------------- the mixin
-
-
-class BackendConformance:
+class BackendConformance(ConformanceBase):
     """Mixin of conformance tests. Subclass it in a ``Test...`` class and implement
-    :meth:`make_backends`; set the flags to what the backend can do."""
-
-    #: name of the backend under test (tasks are routed to it explicitly)
-    backend_name: ClassVar[str] = "under_test"
-    #: runs the code of function tasks (False: a dry run that answers DUMMY_OUTPUT)
-    runs_functions: ClassVar[bool] = True
-    #: runs executable tasks (commands)
-    runs_commands: ClassVar[bool] = True
-    #: answers prompt tasks with a non-empty str
-    runs_prompts: ClassVar[bool] = False
-    #: prompt tasks routed to it fail with PromptNotSupportedError (before running)
-    refuses_prompts: ClassVar[bool] = True
-    #: task code shares this process's memory: closures mutating test state are seen
-    runs_in_process: ClassVar[bool] = False
-    #: cancelling a running task interrupts its code (not only ends its future)
-    interrupts_running: ClassVar[bool] = False
-    #: capture_stdio=True writes {work_dir}/{engine uid}/{key}.stdout and returns its path
-    captures_stdio: ClassVar[bool] = True
-    #: the exception type of a failed command (the AsyncFlow adapter reports BackendError)
-    command_error: ClassVar[type[BaseException]] = CommandFailedError
-    #: generous bound for every wait in a test (never a synchronization sleep)
-    T: ClassVar[float] = 20.0
-
-    async def make_backends(self, tmp_path: Path) -> list[Any]:
-        """A fresh list of backends for one engine; the first one is under test."""
-        raise NotImplementedError
-
-    # -- fixtures ---------------------------------------------------------------------
-
-    @pytest.fixture
-    async def backends(self, tmp_path: Path) -> list[Any]:
-        return await self.make_backends(tmp_path)
-
-    @pytest.fixture
-    async def flow(self, backends: list[Any], tmp_path: Path) -> AsyncIterator[WorkflowEngine]:
-        # Awaited directly, not through asyncio.wait_for: the engine must be created in
-        # the test's own context (see test_engine_created_in_another_task_is_usable).
-        engine = await WorkflowEngine.create(backend=backends, work_dir=tmp_path)
-        assert self.backend_name in engine.backends, (
-            f"make_backends must name the backend under test {self.backend_name!r}"
-        )
-        try:
-            yield engine
-        finally:
-            await asyncio.wait_for(engine.shutdown(), self.T)
-
-    # -- helpers ----------------------------------------------------------------------
-
-    def need(self, *flags: str) -> None:
-        for flag in flags:
-            if not getattr(self, flag):
-                pytest.skip(f"{type(self).__name__}: {flag} is False")
-
-    def value(self, expected: V) -> V | str:
-        """What the backend answers for a task whose real result is ``expected``."""
-        return expected if self.runs_functions else DUMMY_OUTPUT
-
-    async def settle(self, aw: Awaitable[V]) -> V:
-        return await asyncio.wait_for(aw, self.T)
-
-    def task(self, flow: WorkflowEngine, func: Any, **options: Any) -> Any:
-        return flow.function_task(func, backend=self.backend_name, **options)
-
-    async def still_usable(self, flow: WorkflowEngine) -> None:
-        double = self.task(flow, lambda x: x * 2)
-        assert await self.settle(double(21)) == self.value(42)
+    :meth:`~ConformanceBase.make_backends`; set the flags to what the backend can do."""
 
     # -- function tasks ---------------------------------------------------------------
 
-    async def test_single_task_result(self, flow):
+    @pytest.mark.asyncio
+    async def test_single_task_result(self, flow: WorkflowEngine) -> None:
         square = self.task(flow, lambda x: x * x)
         h = square(7)
         assert await self.settle(h) == self.value(49)
         assert h.state == "DONE" and h.done() and not h.cancelled()
 
-    async def test_sync_and_async_functions(self, flow):
-        def add(a, b):
+    @pytest.mark.asyncio
+    async def test_sync_and_async_functions(self, flow: WorkflowEngine) -> None:
+        def add(a: int, b: int) -> int:
             return a + b
 
-        async def mul(a, b):
+        async def mul(a: int, b: int) -> int:
             await asyncio.sleep(0)
             return a * b
 
         s = self.task(flow, add)(2, 3)
         a = self.task(flow, mul)(4, 5)
         both = self.task(flow, add)(s, a)
-        assert await self.settle(asyncio.gather(s, a, both)) == [
+        assert list(await self.settle(asyncio.gather(s, a, both))) == [
             self.value(5),
             self.value(20),
             self.value(25),
         ]
 
-    async def test_closures_share_process_state(self, flow):
+    @pytest.mark.asyncio
+    async def test_closures_share_process_state(self, flow: WorkflowEngine) -> None:
         self.need("runs_in_process")
         seen: list[str] = []
 
-        def sync_append(x):
+        def sync_append(x: int) -> None:
             seen.append(f"sync{x}")
 
-        async def async_append(x):
+        async def async_append(x: int) -> None:
             seen.append(f"async{x}")
 
         await self.settle(
@@ -237,7 +100,8 @@ class BackendConformance:
         )
         assert sorted(seen) == ["async2", "sync1"]
 
-    async def test_chain_of_50_is_fused(self, flow):
+    @pytest.mark.asyncio
+    async def test_chain_of_50_is_fused(self, flow: WorkflowEngine) -> None:
         inc = self.task(flow, lambda x: x + 1)
         start = self.task(flow, lambda: 0)
         handles = [start()]
@@ -247,7 +111,7 @@ class BackendConformance:
         units = [u for u in plan.units if u.backend == self.backend_name]
         assert sum(len(u.keys) for u in units) == 50
         caps = flow.backends[self.backend_name].capabilities
-        if caps.fuse_chains or getattr(caps, "graph_units", False):
+        if caps.fuse_chains or caps.graph_units:
             assert len(units) == 1, "a linear chain on one backend is one submission"
         else:
             assert len(units) == 50
@@ -256,14 +120,16 @@ class BackendConformance:
         assert await self.settle(asyncio.gather(*handles)) == [self.value(i) for i in range(50)]
         assert all(h.state == "DONE" for h in handles)
 
-    async def test_fan_out_fan_in_100(self, flow):
+    @pytest.mark.asyncio
+    async def test_fan_out_fan_in_100(self, flow: WorkflowEngine) -> None:
         src = self.task(flow, lambda: 3)()
         mids = [self.task(flow, lambda s, i: s * i)(src, i) for i in range(100)]
         total = self.task(flow, lambda *xs: sum(xs))(*mids)
         assert await self.settle(total) == self.value(3 * sum(range(100)))
         assert await self.settle(asyncio.gather(*mids)) == [self.value(3 * i) for i in range(100)]
 
-    async def test_diamond(self, flow):
+    @pytest.mark.asyncio
+    async def test_diamond(self, flow: WorkflowEngine) -> None:
         top = self.task(flow, lambda: 10)()
         left = self.task(flow, lambda x: x + 1)(top)
         right = self.task(flow, lambda x: x * 2)(top)
@@ -271,13 +137,14 @@ class BackendConformance:
         assert await self.settle(bottom) == self.value((11, 20))
         assert set(bottom.graph) == {top.key, left.key, right.key, bottom.key}
 
-    async def test_nested_containers_and_kwargs(self, flow):
+    @pytest.mark.asyncio
+    async def test_nested_containers_and_kwargs(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
         one = self.task(flow, lambda: 1)()
         two = self.task(flow, lambda: 2)()
         three = self.task(flow, lambda: 3)()
 
-        def combine(xs, *, mapping, pair=()):
+        def combine(xs: list[int], *, mapping: dict[str, Any], pair: tuple[int, ...] = ()) -> Any:
             return [*xs, mapping["k"], mapping["nested"][0]["deep"], *pair]
 
         h = self.task(flow, combine)(
@@ -288,10 +155,11 @@ class BackendConformance:
 
     # -- failures ---------------------------------------------------------------------
 
-    async def test_failure_propagates_with_root_cause(self, flow):
+    @pytest.mark.asyncio
+    async def test_failure_propagates_with_root_cause(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
 
-        def bad():
+        def bad() -> None:
             raise ValueError("boom 42")
 
         b = self.task(flow, bad)()
@@ -313,7 +181,8 @@ class BackendConformance:
         assert await sibling == "fine"
         await self.still_usable(flow)
 
-    async def test_exception_type_survives(self, flow):
+    @pytest.mark.asyncio
+    async def test_exception_type_survives(self, flow: WorkflowEngine) -> None:
         self.need("runs_functions")
         h = self.task(flow, raise_conformance)(7)
         dep = self.task(flow, lambda x: x)(h)
@@ -325,7 +194,8 @@ class BackendConformance:
             await self.settle(dep)
         assert dinfo.value.root_cause is info.value
 
-    async def test_retry_once_then_succeeds(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_retry_once_then_succeeds(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_functions")
         counter = tmp_path / "attempts"
         h = self.task(flow, flaky_once, retries=1)(str(counter))
@@ -334,7 +204,10 @@ class BackendConformance:
         assert await h == 2
         assert counter.read_text() == "xx"
 
-    async def test_timeout_fails_with_task_timeout_error(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_timeout_fails_with_task_timeout_error(
+        self, flow: WorkflowEngine, tmp_path: Path
+    ) -> None:
         self.need("runs_functions")
         gate = tmp_path / "gate"
         try:
@@ -353,11 +226,14 @@ class BackendConformance:
 
     # -- cancellation and shutdown ------------------------------------------------------
 
-    async def test_cancel_running_task_and_dependents(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_cancel_running_task_and_dependents(
+        self, flow: WorkflowEngine, tmp_path: Path
+    ) -> None:
         self.need("runs_functions")
         started, gate, marker = tmp_path / "started", tmp_path / "gate", tmp_path / "cancelled"
 
-        async def ident(x):
+        async def ident(x: Any) -> Any:
             return x
 
         try:
@@ -379,7 +255,10 @@ class BackendConformance:
             gate.touch()
         await self.still_usable(flow)
 
-    async def test_cancelled_dependents_never_run(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_cancelled_dependents_never_run(
+        self, flow: WorkflowEngine, tmp_path: Path
+    ) -> None:
         """The dependents of a cancelled running task never run, even when the backend
         cannot interrupt the running task and they were fused with it."""
         self.need("runs_functions")
@@ -402,7 +281,8 @@ class BackendConformance:
         await self.settle(flow.shutdown())
         assert not ran.exists(), "a cancelled dependent ran"
 
-    async def test_shutdown_ends_every_future(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_shutdown_ends_every_future(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_functions")
         started, gate = tmp_path / "started", tmp_path / "gate"
         try:
@@ -410,7 +290,7 @@ class BackendConformance:
             d = self.task(flow, lambda x: x)(w)
             await wait_for_path(started, self.T)
             shutting = asyncio.ensure_future(flow.shutdown())
-            done, pending = await asyncio.wait([w, d], timeout=self.T)
+            _, pending = await asyncio.wait([w, d], timeout=self.T)
             assert not pending, "shutdown left futures open"
             assert w.cancelled() and d.cancelled()
             assert w.state == d.state == "CANCELLED"
@@ -421,12 +301,13 @@ class BackendConformance:
 
     # -- blocks -----------------------------------------------------------------------
 
-    async def test_block_members_run_on_backend(self, flow):
+    @pytest.mark.asyncio
+    async def test_block_members_run_on_backend(self, flow: WorkflowEngine) -> None:
         inc = self.task(flow, lambda x: x + 1)
         members: list[Any] = []
 
         @flow.block
-        async def blk(x):
+        async def blk(x: Any) -> list[Any]:
             a = inc(x)
             b = inc(a)
             members.extend([a, b])
@@ -442,24 +323,25 @@ class BackendConformance:
 
     # -- executables ------------------------------------------------------------------
 
-    async def test_executable_stdout(self, flow):
+    @pytest.mark.asyncio
+    async def test_executable_stdout(self, flow: WorkflowEngine) -> None:
         self.need("runs_commands")
 
-        @flow.executable_task(backend=self.backend_name)
-        def hello(word):
+        def hello(word: str) -> list[str]:
             return ["echo", "hello", word]
 
         word = self.task(flow, lambda: "world")()
-        assert await self.settle(hello(word)) == "hello world\n"
+        h = flow.executable_task(hello, backend=self.backend_name)(word)
+        assert await self.settle(h) == "hello world\n"
 
-    async def test_executable_failure(self, flow):
+    @pytest.mark.asyncio
+    async def test_executable_failure(self, flow: WorkflowEngine) -> None:
         self.need("runs_commands")
 
-        @flow.executable_task(backend=self.backend_name)
-        def fails():
+        def fails() -> list[str]:
             return ["sh", "-c", "echo some-error >&2; exit 3"]
 
-        h = fails()
+        h = flow.executable_task(fails, backend=self.backend_name)()
         dep = self.task(flow, lambda x: x)(h)
         with pytest.raises(self.command_error) as info:
             await self.settle(h)
@@ -469,14 +351,14 @@ class BackendConformance:
         with pytest.raises(DependencyFailureError):
             await self.settle(dep)
 
-    async def test_capture_stdio_writes_files(self, flow, tmp_path):
+    @pytest.mark.asyncio
+    async def test_capture_stdio_writes_files(self, flow: WorkflowEngine, tmp_path: Path) -> None:
         self.need("runs_commands", "captures_stdio")
 
-        @flow.executable_task(backend=self.backend_name, capture_stdio=True)
-        def cap():
+        def cap() -> list[str]:
             return ["sh", "-c", "echo captured; echo noise >&2"]
 
-        h = cap()
+        h = flow.executable_task(cap, backend=self.backend_name, capture_stdio=True)()
         path = Path(await self.settle(h))
         assert path == tmp_path / flow.uid / f"{h.key}.stdout"
         assert path.read_text() == "captured\n"
@@ -484,26 +366,26 @@ class BackendConformance:
 
     # -- prompts ----------------------------------------------------------------------
 
-    async def test_prompt_answered(self, flow):
+    @pytest.mark.asyncio
+    async def test_prompt_answered(self, flow: WorkflowEngine) -> None:
         self.need("runs_prompts")
 
-        @flow.prompt_task(backend=self.backend_name)
-        def ask(topic):
+        def ask(topic: str) -> str:
             return f"say something about {topic}"
 
-        answer = await self.settle(ask("graphs"))
+        answer = await self.settle(flow.prompt_task(ask, backend=self.backend_name)("graphs"))
         assert isinstance(answer, str) and answer.strip()
 
-    async def test_prompt_refused_with_clear_error(self, flow):
+    @pytest.mark.asyncio
+    async def test_prompt_refused_with_clear_error(self, flow: WorkflowEngine) -> None:
         self.need("refuses_prompts")
         built: list[str] = []
 
-        @flow.prompt_task(backend=self.backend_name)
-        def ask(topic):
+        def ask(topic: str) -> str:
             built.append(topic)
             return f"say something about {topic}"
 
-        h = ask("graphs")
+        h = flow.prompt_task(ask, backend=self.backend_name)("graphs")
         dep = self.task(flow, lambda x: x)(h)
         with pytest.raises(PromptNotSupportedError) as info:
             await self.settle(h)
