@@ -354,3 +354,12 @@ def test_property_random_dag_failures(scenario):
             assert s.failures[k].failed_dependencies
     # a failing key whose ancestor failed never ran
     assert raised == {k for k in failing if not (ancestors[k] & failing)}
+
+
+def test_a_running_report_after_the_end_is_dropped():
+    s = RunState()
+    add(s, {"a": mk("a")}, [Unit("x", ("a",), ())], {})
+    cancel(s, "a", "stop")
+    s.running("a")  # late, e.g. from a worker thread through ThreadSafeReporter
+    assert s.started() == set()
+    assert s.outcome("a") == "CANCELLED"

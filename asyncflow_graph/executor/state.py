@@ -198,8 +198,10 @@ class RunState:
         return late
 
     def running(self, key: str) -> None:
-        """The backend started ``key`` (or a block body began)."""
-        self._started_at[key] = self._clock()
+        """The backend started ``key`` (or a block body began). A late report for
+        a key that already ended (it may come from another thread) is dropped."""
+        if key in self._job_of:
+            self._started_at[key] = self._clock()
 
     def done(self, key: str, value: Any) -> Ready | None:
         """``key`` produced ``value``. Returns the jobs that became ready, if any
