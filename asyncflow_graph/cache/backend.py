@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..protocol import CACHE_BACKEND, Backend, BackendContext, Capabilities, Outcome, Remote, Work
+from .blobs import Entry, dumps, write_blob
 from .hashing import checksum
-from .store import Entry, Store, dumps, write_blob
+from .store import Store
 
 __all__ = ["CacheBackend", "CacheStats", "Timed", "WorkerCall"]
 

@@ -31,34 +31,45 @@ code itself, so a directory other users may write to is refused.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import pickle
-import socket
 import sqlite3
 import stat
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import CacheCorruptError, ConfigurationError
-from .hashing import checksum
+from .blobs import (
+    LEN,
+    MAGIC,
+    Entry,
+    blob_path,
+    dumps,
+    entry_of,
+    read_header,
+    unpickle,
+    write_blob,
+)
 
-__all__ = ["INLINE_MAX", "SMALL_ENTRY", "Entry", "Store", "dumps", "write_blob"]
+__all__ = [
+    "INLINE_MAX",
+    "SMALL_ENTRY",
+    "Entry",
+    "Store",
+    "check_permissions",
+    "dumps",
+    "write_blob",
+]
 
 log = logging.getLogger("asyncflow_graph.cache")
 
-MAGIC = b"AFGCACHE1\n"
 #: entries up to this size are read, verified and unpickled when looked up
 SMALL_ENTRY = 1 << 16
 #: values up to this size are kept in the index row, larger ones in a file
 INLINE_MAX = 1 << 14
-_LEN = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -69,67 +80,6 @@ CREATE TABLE IF NOT EXISTS entries (
 )
 """
 _COLUMNS = "key, task, size, checksum, token, duration, created, last_used, hits"
-
-
-@dataclass(slots=True)
-class Entry:
-    """One cached result. ``value`` is set once loaded (small entries: at lookup)."""
-
-    key: str
-    task: str
-    size: int
-    checksum: str
-    token: str  # the value's content token (hex): what dependents' keys use
-    duration: float  # seconds the task took when it ran
-    created: float
-    last_used: float = 0.0
-    hits: int = 0
-    value: Any = None
-    loaded: bool = False
-
-    def header(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "task": self.task,
-            "size": self.size,
-            "checksum": self.checksum,
-            "token": self.token,
-            "duration": self.duration,
-            "created": self.created,
-            "writer": f"{os.getpid()}@{socket.gethostname()}",
-        }
-
-
-def write_blob(root: Path | str, entry: Entry, payload: bytes) -> str:
-    """Write ``entry``'s blob atomically (temp file + rename); no index row. Safe
-    from any process that can reach ``root`` (a Dask worker on a shared file system)."""
-    root = os.fspath(root)
-    final = _blob_path(root, entry.key)
-    header = json.dumps(entry.header()).encode()
-    tmp = f"{root}/tmp/{entry.key}.{uuid.uuid4().hex}.tmp"
-    try:
-        f = open(tmp, "wb")  # noqa: SIM115 - closed below, before the rename
-    except FileNotFoundError:  # the first write (or `cache clear` removed tmp/)
-        os.makedirs(os.path.dirname(tmp), mode=0o700, exist_ok=True)
-        f = open(tmp, "wb")  # noqa: SIM115
-    try:
-        with f:
-            f.write(MAGIC + len(header).to_bytes(_LEN, "little") + header)
-            f.write(payload)
-        try:
-            os.replace(tmp, final)
-        except FileNotFoundError:  # the first entry under this prefix
-            os.makedirs(os.path.dirname(final), mode=0o700, exist_ok=True)
-            os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return final
-
-
-def _blob_path(root: str, key: str) -> str:
-    return f"{root}/entries/{key[:2]}/{key}"
 
 
 class Store:
@@ -223,14 +173,14 @@ class Store:
                     found[entry.key] = checked
         for key in keys:
             if key not in found:
-                adopted = self._adopt(key, _blob_path(self._root, key))
+                adopted = self._adopt(key, blob_path(self._root, key))
                 if adopted is not None:
                     found[key] = adopted
         return found
 
     def _inline(self, entry: Entry, payload: bytes) -> Entry | None:
         try:
-            entry.value = _unpickle(entry, memoryview(payload))
+            entry.value = unpickle(entry, memoryview(payload))
         except CacheCorruptError as exc:
             self._bad(entry, None, str(exc))
             return None
@@ -238,7 +188,7 @@ class Store:
         return entry
 
     def _verified(self, entry: Entry) -> Entry | None:
-        path = _blob_path(self._root, entry.key)
+        path = blob_path(self._root, entry.key)
         if entry.size <= SMALL_ENTRY:
             return self._checked(entry, path)
         try:
@@ -255,7 +205,7 @@ class Store:
         """A blob without an index row (a worker wrote it): index it."""
         try:
             with open(path, "rb") as f:
-                entry = _entry_of(_read_header(f))
+                entry = entry_of(read_header(f))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -285,7 +235,7 @@ class Store:
         """The value of ``entry`` (read and verified now unless already loaded)."""
         if entry.loaded:
             return entry.value
-        path = _blob_path(self._root, entry.key)
+        path = blob_path(self._root, entry.key)
         try:
             value = self._read_value(entry, path)
         except (OSError, ValueError, CacheCorruptError) as exc:
@@ -300,10 +250,10 @@ class Store:
     def _read_value(self, entry: Entry, path: str) -> Any:
         with open(path, "rb") as f:
             data = f.read()
-        start = len(MAGIC) + _LEN
+        start = len(MAGIC) + LEN
         if not data.startswith(MAGIC) or len(data) < start:
             raise CacheCorruptError("not a cache entry (bad magic)")
-        return _unpickle(
+        return unpickle(
             entry, memoryview(data)[start + int.from_bytes(data[len(MAGIC) : start], "little") :]
         )
 
@@ -385,7 +335,7 @@ class Store:
             if cutoff is not None and max(e.last_used, e.created) >= cutoff:
                 continue
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(_blob_path(self._root, e.key))
+                os.unlink(blob_path(self._root, e.key))
             self._forget(e.key)
             removed += 1
         if older_than is None:  # stray temp files of writers killed mid-write
@@ -412,47 +362,3 @@ def check_permissions(root: Path, trust_group: bool) -> None:
             f"you can write (chmod go-w {root}), or pass trust_group=True for a project "
             f"directory shared with a group you trust"
         )
-
-
-def _read_header(f: Any) -> dict[str, Any]:
-    start = f.read(len(MAGIC) + _LEN)
-    if len(start) < len(MAGIC) + _LEN or not start.startswith(MAGIC):
-        raise ValueError("not a cache entry (bad magic)")
-    n = int.from_bytes(start[len(MAGIC) :], "little")
-    raw = f.read(n)
-    if len(raw) != n:
-        raise ValueError("truncated header")
-    header: dict[str, Any] = json.loads(raw)
-    return header
-
-
-def _entry_of(header: dict[str, Any]) -> Entry:
-    return Entry(
-        key=str(header["key"]),
-        task=str(header["task"]),
-        size=int(header["size"]),
-        checksum=str(header["checksum"]),
-        token=str(header["token"]),
-        duration=float(header["duration"]),
-        created=float(header["created"]),
-    )
-
-
-def _unpickle(entry: Entry, payload: memoryview) -> Any:
-    if len(payload) != entry.size or checksum(payload) != entry.checksum:
-        raise CacheCorruptError("its checksum does not match (torn or altered)")
-    try:
-        return pickle.loads(payload)
-    except Exception as exc:
-        raise CacheCorruptError(f"it cannot be unpickled ({type(exc).__name__}: {exc})") from exc
-
-
-def dumps(value: Any) -> bytes:
-    """The pickle of a result (cloudpickle for what plain pickle refuses)."""
-    try:
-        return pickle.dumps(value, protocol=5)
-    except Exception:
-        import cloudpickle
-
-        data: bytes = cloudpickle.dumps(value, protocol=5)
-        return data
