@@ -6,6 +6,8 @@
   ``async def`` taking a lazy ``WorkflowEngine`` (``flow``) and returning handles.
 * ``python -m asyncflow_graph timeline run.jsonl -o timeline.png`` draws a run from
   its JSONL event log (a Gantt chart and a concurrency panel; needs matplotlib).
+* ``python -m asyncflow_graph cache ls|stats|clear [--older-than 7d] [--dir DIR]``
+  lists, summarizes or prunes a result cache directory (see ``docs/caching.md``).
 """
 
 from __future__ import annotations
@@ -71,8 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tl.add_argument("-o", "--output", default="timeline.png", help="png, svg or pdf file")
     tl.add_argument("--group-by", default="workflow", choices=["workflow", "backend"])
     tl.add_argument("--title", default=None)
+    from .cache.cli import add_cache_command
+
+    add_cache_command(sub)
     args = parser.parse_args(argv)
-    if args.command == "visualize":
+    if args.command == "cache":
+        from .cache.cli import run_cache_command
+
+        print(run_cache_command(args))
+    elif args.command == "visualize":
         print(f"wrote {_visualize(args.target, args.output, args.rankdir)}")
     elif args.command == "timeline":
         print(f"wrote {_timeline(args.log, args.output, args.group_by, args.title)}")

@@ -7,7 +7,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigurationError, UnknownOptionError
@@ -170,6 +170,33 @@ def make_definition(
                 )
             default_desc = default
     opts = build_options(kind, options)
+    _check_cache_options(func, kind, opts, params)
     if default_desc:
         opts = opts.with_description(default_desc)
     return TaskDefinition(builder, func, kind, opts)
+
+
+def _check_cache_options(
+    func: Any, kind: TaskKind, opts: TaskOptions, params: Mapping[str, inspect.Parameter]
+) -> None:
+    name = getattr(func, "__name__", "...")
+    if kind is TaskKind.BLOCK and (opts.cache or opts.cache_version is not None):
+        raise ConfigurationError(
+            f"@block {name!r} cannot be cached: a block's body creates tasks while it "
+            f"runs; give cache=True to the tasks inside it instead"
+        )
+    if not opts.cache_ignore:
+        return
+    if kind is not TaskKind.FUNCTION:
+        raise ConfigurationError(
+            f"cache_ignore= only applies to @function_task; the key of {kind.value} task "
+            f"{name!r} is its built {'command' if kind is TaskKind.EXECUTABLE else 'prompt'}"
+        )
+    open_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [n for n in opts.cache_ignore if n not in params and not open_kwargs]
+    if params and unknown:
+        raise ConfigurationError(
+            f"cache_ignore= names {', '.join(map(repr, unknown))}, which "
+            f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} of "
+            f"{name!r} (parameters: {', '.join(params)})"
+        )

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import signals
 from .backends.adapter import share_nodes
@@ -32,6 +32,7 @@ from .protocol import Backend
 from .spec import Node, TaskKind
 
 if TYPE_CHECKING:
+    from .cache import CacheRun
     from .visualize import Drawing
 
 __all__ = ["WorkflowEngine"]
@@ -46,6 +47,7 @@ class WorkflowEngine:
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
         execution: str = "eager",
+        cache: Any = None,
     ) -> None:
         try:
             self.loop = asyncio.get_running_loop()
@@ -85,6 +87,9 @@ class WorkflowEngine:
         )
         self._shutdown_task: asyncio.Task[None] | None = None
         self._listeners = Listeners()  # workflow scopes and shutdown, see add_listener
+        self._cache_option, self._cache = cache, cast("CacheRun | None", None)
+        if cache is not None and cache is not False:
+            self._open_cache()
         self._started = self.loop.create_task(self._start(backends))
         signals.watch(self)
 
@@ -97,8 +102,9 @@ class WorkflowEngine:
         uid: str | None = None,
         work_dir: str | os.PathLike[str] | None = None,
         execution: str = "eager",
+        cache: Any = None,
     ) -> WorkflowEngine:
-        engine = cls(backend, dry_run, implicit_data, uid, work_dir, execution)
+        engine = cls(backend, dry_run, implicit_data, uid, work_dir, execution, cache)
         await engine._started
         return engine
 
@@ -182,6 +188,8 @@ class WorkflowEngine:
         return self._decorate(func, TaskKind.BLOCK, options)
 
     def _decorate(self, func: Any, kind: TaskKind, options: dict[str, Any]) -> Any:
+        if options.get("cache") and self._cache_option is not False:
+            self._open_cache()
         if "service" in options and not isinstance(options["service"], bool):
             raise TypeError(f"service= must be True or False, got {options['service']!r}")
         if func is None:
@@ -215,7 +223,23 @@ class WorkflowEngine:
     def add_graph(self, graph: Graph) -> dict[str, TaskFuture]:
         """Run the nodes of an unbound graph (what the script face's ``compute()``
         does); returns their handles by key."""
+        if self._cache_option is not False and any(n.options.cache for n in graph.values()):
+            self._open_cache()
         return self._intake.adopt(graph)  # type: ignore[return-value]
+
+    @property
+    def cache(self) -> CacheRun:
+        """This engine's result cache (``flow.cache.stats()``), opened when first needed."""
+        return self._open_cache()
+
+    def _open_cache(self) -> CacheRun:
+        if self._cache is None:
+            from .cache import open_cache
+
+            self._cache = open_cache(
+                self._cache_option, self.work_dir, self._executor, self._intake
+            )
+        return self._cache
 
     # -- inspection -----------------------------------------------------------------------
 

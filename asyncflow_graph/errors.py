@@ -14,6 +14,7 @@ __all__ = [
     "AsyncFlowGraphError",
     "BackendError",
     "BackendNotFoundError",
+    "CacheCorruptError",
     "CommandFailedError",
     "ConfigurationError",
     "DependencyFailureError",
@@ -94,6 +95,11 @@ class TaskTimeoutError(AsyncFlowGraphError, TimeoutError):
 
 class BackendError(AsyncFlowGraphError, RuntimeError):
     """A backend misbehaved (failed to submit, lost a task, broke its protocol)."""
+
+
+class CacheCorruptError(AsyncFlowGraphError, OSError):
+    """A cache entry could not be read back (torn, altered or unpicklable); it has
+    been removed, so the next run recomputes the task."""
 
 
 class EngineClosedError(AsyncFlowGraphError, RuntimeError):

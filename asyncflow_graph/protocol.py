@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, Protocol
 from .spec import Node
 
 __all__ = [
+    "CACHE_BACKEND",
     "ENGINE_BACKEND",
     "Backend",
     "BackendContext",
@@ -65,6 +66,8 @@ _ENDED = frozenset({TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED})
 
 #: Pseudo-backend of block nodes: they run on the engine's own event loop.
 ENGINE_BACKEND = "@engine"
+#: Pseudo-backend of tasks served from the result cache (nothing runs).
+CACHE_BACKEND = "@cache"
 
 
 @dataclass(frozen=True, slots=True)

@@ -155,14 +155,19 @@ def compile(*objs: Any, backends: Sequence[Backend] | None = None) -> Plan:
 
 
 def compute(
-    *objs: Any, backends: Sequence[Backend] | None = None, progress: bool = False
+    *objs: Any,
+    backends: Sequence[Backend] | None = None,
+    progress: bool = False,
+    cache: Any = None,
 ) -> tuple[Any, ...]:
     """Run the tasks in ``objs`` from plain synchronous code and return the
     results in the same structure (tuples, lists, dicts of handles).
 
     ``progress=True`` shows tasks done / total per backend on stderr: a live rich
     bar on a terminal, one summary line otherwise (see
-    :mod:`asyncflow_graph.telemetry.progress`)."""
+    :mod:`asyncflow_graph.telemetry.progress`). ``cache=`` is the engine's (see
+    ``docs/caching.md``): True or a directory caches every function and executable
+    task; None caches only the tasks declared with ``cache=True``."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -173,11 +178,11 @@ def compute(
             "code create an engine (flow = await WorkflowEngine.create(...)) and `await` "
             "the handles instead"
         )
-    return asyncio.run(_compute(objs, backends, progress))
+    return asyncio.run(_compute(objs, backends, progress, cache))
 
 
 async def _compute(
-    objs: tuple[Any, ...], backends: Sequence[Backend] | None, progress: bool
+    objs: tuple[Any, ...], backends: Sequence[Backend] | None, progress: bool, cache: Any = None
 ) -> tuple[Any, ...]:
     from .engine import WorkflowEngine
 
@@ -187,7 +192,7 @@ async def _compute(
     from .backends.local import LocalExecutionBackend
 
     chosen = list(backends) if backends else [LocalExecutionBackend()]
-    flow = await WorkflowEngine.create(backend=chosen)
+    flow = await WorkflowEngine.create(backend=chosen, cache=cache)
     bar = None
     if progress:  # imported only when asked for: it may import rich
         from .telemetry.progress import ProgressBar

@@ -65,6 +65,12 @@ class TaskOptions:
     temperature: float | None = None
     stop: tuple[str, ...] | None = None
     system: str | None = None
+    #: result cache: True/False per task, None for the engine's default
+    cache: bool | None = None
+    #: bump by hand to invalidate this task's cached results
+    cache_version: str | int | None = None
+    #: argument names left out of the cache key (``("verbose",)``)
+    cache_ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend is not None and not isinstance(self.backend, str):
@@ -86,6 +92,7 @@ class TaskOptions:
             )
         object.__setattr__(self, "resources", _merged_resources(self))
         _check_generation(self)
+        _check_cache(self)
 
     def with_description(self, extra: Mapping[str, Any]) -> TaskOptions:
         """Options with ``extra`` merged over the definition-time description."""
@@ -142,6 +149,21 @@ def _check_generation(options: TaskOptions) -> None:
     if s is not None and (not isinstance(s, str) or not s.strip()):
         raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {s!r}")
     object.__setattr__(options, "stop", _normalized_stop(options.stop))
+
+
+def _check_cache(options: TaskOptions) -> None:
+    if options.cache is not None and not isinstance(options.cache, bool):
+        raise TypeError(f"cache= must be True, False or None, got {options.cache!r}")
+    v = options.cache_version
+    if v is not None and (not isinstance(v, str | int) or isinstance(v, bool)):
+        raise ConfigurationError(f"cache_version= must be a str or an int, got {v!r}")
+    ignore = options.cache_ignore
+    names = (ignore,) if isinstance(ignore, str) else ignore
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigurationError(
+            f"cache_ignore= must name arguments, e.g. cache_ignore=('verbose',), got {ignore!r}"
+        )
+    object.__setattr__(options, "cache_ignore", tuple(names))
 
 
 def _normalized_stop(stop: Any) -> tuple[str, ...] | None:

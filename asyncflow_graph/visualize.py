@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .protocol import ENGINE_BACKEND, TaskState
+from .protocol import CACHE_BACKEND, ENGINE_BACKEND, TaskState
 from .spec import Node, TaskKind
 
 __all__ = ["Drawing", "to_dot", "to_mermaid", "visualize"]
@@ -98,6 +98,10 @@ Drawable = PlanLike | Mapping[str, Node]
 
 def _is_plan(obj: Drawable) -> bool:
     return hasattr(obj, "partitions")
+
+
+def _label(backend: str) -> str:
+    return "@cache (served from the cache)" if backend == CACHE_BACKEND else backend
 
 
 def backend_colour(backend: str) -> str:
@@ -237,7 +241,7 @@ def to_dot(
             continue
         # Plans name clusters by partition id (cluster_P3), so DOT matches plan.explain().
         out.append(f"  subgraph cluster_{cid} {{")
-        out.append(f'    label="{dot_escape(backend)}"; style="filled,rounded";')
+        out.append(f'    label="{dot_escape(_label(backend))}"; style="filled,rounded";')
         out.append(f'    fillcolor="{backend_colour(backend)}"; color="#888888";')
         out.extend(_dot_nodes(keys, nodes, state, errors, "    "))
         out.append("  }")
@@ -260,7 +264,7 @@ def to_mermaid(obj: Drawable, *, rankdir: str = "TB") -> str:
     for cid, backend, keys in _groups(obj):
         indent = "    " if cid else "  "
         if cid:
-            out.append(f'  subgraph {cid}["{mermaid_escape(backend)}"]')
+            out.append(f'  subgraph {cid}["{mermaid_escape(_label(backend))}"]')
         for key in keys:
             node = nodes[key]
             left, right = MERMAID_SHAPES[node.kind]

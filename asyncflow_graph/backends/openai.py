@@ -46,7 +46,7 @@ import httpx
 
 from ..errors import BackendError, ConfigurationError, TaskTimeoutError
 from ..protocol import Backend, BackendContext, Capabilities, Work
-from ..spec import TaskKind
+from ..spec import TaskKind, TaskOptions
 from ._openai_wire import (
     PASS_THROUGH,
     InferenceServerError,
@@ -174,6 +174,13 @@ class OpenAIInferenceBackend(Backend):
 
     def state(self) -> str:
         return "SHUTDOWN" if self._closed else ("IDLE" if self._client else "INITIALIZED")
+
+    def cache_identity(self, options: TaskOptions) -> tuple[Any, ...]:
+        """What a cached prompt's key holds besides the prompt: the model, the
+        endpoint, the generation options in effect and the extra request fields (not
+        the URL: the same model served elsewhere answers the same)."""
+        params = self.defaults.over(options)
+        return (self.model, self.endpoint, tuple(params), sorted(self.extra_body.items()))
 
     # -- start --------------------------------------------------------------------------
 

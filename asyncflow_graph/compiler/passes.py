@@ -23,6 +23,7 @@ from ..errors import (
 )
 from ..graph import Graph
 from ..spec import EMPTY_MAPPING, Node, TaskKind
+from .cached import CachePass, prune_cached
 from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
 
 __all__ = [
@@ -369,7 +370,7 @@ def _build_partitions(
 
 
 def merge_graph_units(
-    part: Partition, nodes: Mapping[str, Node], errors: Mapping[str, BaseException]
+    part: Partition, nodes: Mapping[str, Node], errors: Container[str]
 ) -> Partition:
     """Merge a partition's function units into one graph unit (one submission).
 
@@ -412,22 +413,30 @@ def compile_plan(
     targets: Iterable[str] | None = None,
     pickles: Callable[[object], bool] | None = None,
     known: Mapping[str, Node] = EMPTY_MAPPING,
+    cache: CachePass | None = None,
 ) -> Plan:
     """Compile ``nodes`` (optionally culled to ``targets``) into a :class:`Plan`.
 
-    Dependencies outside ``nodes`` are inputs that the executor already knows."""
+    Dependencies outside ``nodes`` are inputs that the executor already knows;
+    ``cache`` (the run's result cache) serves the tasks whose results it holds."""
     if targets is not None:
         nodes = cull(nodes, targets)
     order = _topological(nodes)
     backend_of = assign_backends(nodes, default_backend or "default")
     errors = validate(nodes, backend_of, backends, pickles, known)
     no_fuse = {name for name, caps in backends.items() if not caps.fuse_chains}
-    units = fuse(nodes, backend_of, errors, order, no_fuse)
+    single: Container[str] = errors  # keys that must be submitted on their own
+    hits: list[Unit] = []
+    if cache is not None:
+        order, hits, single = prune_cached(cache, nodes, order, backend_of, errors)
+    units = fuse(nodes, backend_of, single, order, no_fuse)
+    if hits:
+        units = hits + units
     parts = partition(units, nodes, backend_of)
     graph_backends = {name for name, caps in backends.items() if caps.graph_units}
     if graph_backends:
         parts = tuple(
-            merge_graph_units(p, nodes, errors) if p.backend in graph_backends else p for p in parts
+            merge_graph_units(p, nodes, single) if p.backend in graph_backends else p for p in parts
         )
     return Plan(
         # The plan takes the caller's batch as is (no copy on the hot path).

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import ENGINE_BACKEND, Capabilities, Unit
+from ..protocol import CACHE_BACKEND, ENGINE_BACKEND, Capabilities, Unit
 from ..spec import EMPTY_MAPPING, Node
 
 if TYPE_CHECKING:
     from ..visualize import Drawing
 
-__all__ = ["ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
+__all__ = ["CACHE_BACKEND", "ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,7 @@ class Plan:
             lines.append(
                 f"  P{p.id} backend={p.backend!r} tasks={len(p.keys)} "
                 f"submissions={len(p.units)} after={deps}"
+                + (" (cache hits: nothing runs)" if p.backend == CACHE_BACKEND else "")
             )
             for u in p.units[:20]:
                 sep = ", " if u.graph else " -> "

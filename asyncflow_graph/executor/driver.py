@@ -79,6 +79,7 @@ class Executor:
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
+        self.submit_gate: Callable[[str, list[Work]], list[Work]] | None = None  # the cache's
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -174,6 +175,8 @@ class Executor:
 
     def submit(self, name: str, works: list[Work]) -> None:
         """Hand ``works`` (ready, builders run) to backend ``name``."""
+        if self.submit_gate is not None and not (works := self.submit_gate(name, works)):
+            return
         inflight, in_flight = self.inflight, self.inflight.works
         for w in works:  # inlined: once per submission on the hot path
             unit = w.unit

@@ -30,6 +30,7 @@ from ..protocol import TaskState
 from ..spec import EMPTY_MAPPING, Node, bind
 
 if TYPE_CHECKING:
+    from ..compiler.cached import CachePass
     from .driver import Executor
     from .events import RunView
 
@@ -83,6 +84,8 @@ class Intake:
         self._demanded: list[str] = []  # lazy keys awaited before the backends started
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
+        #: the result cache's compiler pass, once the engine opened one
+        self.cache: CachePass | None = None
         self.closed = False  # shut down: no new task is accepted
 
     # -- GraphBuilder: what the decorators call -----------------------------------------
@@ -134,6 +137,7 @@ class Intake:
             self.default_backend,
             pickles=_pickles,
             known=executor.state.nodes,
+            cache=self.cache,
         )
 
     def plan_for(self, keys: Iterable[str] | None) -> Plan:

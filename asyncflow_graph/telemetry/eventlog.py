@@ -9,7 +9,8 @@ torn last line. Lines (``t`` is wall-clock seconds):
 * ``{"event": "created", "t", "key", "name", "kind", "deps", "block", "backend",
   "workflow_id", "partition"}``
 * ``{"event": "submitted" | "running" | "done", "t", "key", "backend", "workflow_id",
-  "partition"}`` (a retried task is submitted again)
+  "partition"}`` (a retried task is submitted again; a task served from the result
+  cache is submitted with ``"cached": true`` and never runs)
 * ``failed`` adds ``"error_type", "error"``; ``cancelled`` adds ``"message"``
 * ``{"event": "closed", "t"}`` when the log is closed.
 """
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..compiler.plan import Plan, Unit
 from ..executor.events import RunObserver
-from ..protocol import TaskState
+from ..protocol import CACHE_BACKEND, TaskState
 
 if TYPE_CHECKING:
     from ..executor.events import ObservedEngine
@@ -112,10 +113,12 @@ class EventLog(RunObserver):
         t = f"{time.time():.6f}"
         key = self._key
         lines = []
+        # a unit of the @cache backend is a hit: nothing runs, its result is loaded
+        mark = ',"cached":true' if backend == CACHE_BACKEND else ""
         for u in units:
             for k in u.keys:
                 qk, tail = key(k)
-                lines.append(f'{{"event":"submitted","t":{t},"key":{qk}{tail}')
+                lines.append(f'{{"event":"submitted","t":{t},"key":{qk}{mark}{tail}')
         self._write("".join(lines))
 
     def on_running(self, key: str) -> None:
@@ -302,6 +305,7 @@ class TaskRecord:
     state: str = "OPEN"
     error: str | None = None
     submissions: int = 0
+    cached: bool = False  # served from the result cache
 
 
 #: how a record ends, by its last event (a record never ended stays "OPEN")
@@ -336,6 +340,7 @@ def _apply(task: TaskRecord, e: EventRecord) -> None:
         task.submitted = e.t
         task.submissions += 1
         task.started = None  # a retry starts over
+        task.cached = bool(e.data.get("cached"))
     elif e.event == "running":
         task.started = e.t
     elif e.event in _ENDINGS:
