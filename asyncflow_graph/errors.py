@@ -102,6 +102,20 @@ class CacheCorruptError(AsyncFlowGraphError, OSError):
     been removed, so the next run recomputes the task."""
 
 
+class MissingDependencyError(AsyncFlowGraphError, ImportError):
+    """An optional dependency a feature needs is not installed; the message names
+    the extra that installs it."""
+
+
+def missing_dependency(package: str, extra: str, feature: str) -> MissingDependencyError:
+    """The error for ``feature`` when ``package`` is missing (raise it ``from`` the
+    ImportError): ``pip install 'asyncflow-graph[extra]'``."""
+    return MissingDependencyError(
+        f"{feature} needs the {package!r} package, which is not installed: "
+        f"pip install 'asyncflow-graph[{extra}]' (or pip install {package})"
+    )
+
+
 class EngineClosedError(AsyncFlowGraphError, RuntimeError):
     """A task was created on an engine that has been shut down."""
 

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .errors import missing_dependency
+
 __all__ = ["LocalLLMServer", "smollm2_path", "start_local_llm_server"]
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -89,10 +91,12 @@ def start_local_llm_server(
     try:
         xllamacpp: Any = importlib.import_module("xllamacpp")
     except ImportError as exc:
-        raise RuntimeError(
-            "the embedded LLM server needs the xllamacpp package: pip install xllamacpp "
-            "(or point the backend at a running vLLM/Ollama/llama.cpp server with base_url=)"
-        ) from exc
+        error = missing_dependency("xllamacpp", "llm", "the embedded LLM server")
+        error.add_note(
+            "or point OpenAIInferenceBackend at a running vLLM/Ollama/llama.cpp server "
+            "with base_url="
+        )
+        raise error from exc
     path = Path(model_path) if model_path is not None else smollm2_path()
     if not path.is_file():
         raise RuntimeError(f"model_path={os.fspath(path)!r} is not a file")

@@ -11,7 +11,12 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as exc:  # the AI backend's one dependency
+    from ..errors import missing_dependency
+
+    raise missing_dependency("httpx", "ai", "OpenAIInferenceBackend") from exc
 
 from ..errors import BackendError, ConfigurationError, UnknownOptionError
 from ..protocol import Work

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from ..errors import BackendError, ConfigurationError
+from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
 from ..spec import Node, call
 from .helpers import run_command_sync
@@ -202,10 +202,8 @@ class DaskExecutionBackend(Backend):
         await super().start(context)
         try:
             import distributed
-        except ImportError:
-            raise ConfigurationError(
-                "DaskExecutionBackend needs dask distributed: pip install 'asyncflow-graph[dask]'"
-            ) from None
+        except ImportError as exc:
+            raise missing_dependency("distributed", "dask", "DaskExecutionBackend") from exc
         # Keys are unique per engine; the tag keeps two engines on one cluster apart.
         self._tag = context.engine_uid.rpartition(".")[2]
         try:

@@ -42,7 +42,12 @@ from functools import partial
 from time import perf_counter
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as exc:  # the AI backend's one dependency
+    from ..errors import missing_dependency
+
+    raise missing_dependency("httpx", "ai", "OpenAIInferenceBackend") from exc
 
 from ..errors import BackendError, ConfigurationError, TaskTimeoutError
 from ..protocol import Backend, BackendContext, Capabilities, Work

@@ -107,11 +107,10 @@ async def start_telemetry(
     del resource_poll_interval, checkpoint_interval  # see the docstring
     try:
         from .otel import OTelSession
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "start_telemetry() needs OpenTelemetry: pip install 'asyncflow-graph[telemetry]' "
-            f"(opentelemetry-sdk); {exc}"
-        ) from exc
+    except ImportError as exc:
+        from ..errors import missing_dependency
+
+        raise missing_dependency("opentelemetry-sdk", "telemetry", "start_telemetry()") from exc
     from .manager import TelemetryManager
 
     queue = None

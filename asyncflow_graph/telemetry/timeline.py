@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import missing_dependency
 from ..protocol import ENGINE_BACKEND, TaskState
 from .eventlog import EventRecord, TaskRecord, load_tasks, read_events
 
@@ -46,8 +47,11 @@ def plot_timeline(
     ``slots`` overrides the backends' slot counts found in the log."""
     if group_by not in ("workflow", "backend"):
         raise ValueError(f"group_by must be 'workflow' or 'backend', got {group_by!r}")
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as exc:
+        raise missing_dependency("matplotlib", "telemetry", "plot_timeline()") from exc
 
     events = read_events(source) if isinstance(source, str | os.PathLike) else list(source)
     tasks = [t for t in load_tasks(events).values() if t.created is not None]
