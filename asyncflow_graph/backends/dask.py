@@ -26,6 +26,7 @@ from typing import Any
 from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
 from ..spec import Node, call
+from .dask_guard import check_main_guard
 from .helpers import run_command_sync
 
 __all__ = ["DaskExecutionBackend"]
@@ -208,6 +209,8 @@ class DaskExecutionBackend(Backend):
         self._tag = context.engine_uid.rpartition(".")[2]
         try:
             self._client = await self._connect(distributed)
+        except ConfigurationError:
+            raise  # the user's set-up, not the connection: its message has the fix
         except Exception as exc:
             raise BackendError(
                 f"Dask backend {self.name!r} could not connect to {self._target()}: "
@@ -242,6 +245,8 @@ class DaskExecutionBackend(Backend):
             address = self._address
         else:
             kwargs = {"dashboard_address": None, **self._cluster_kwargs}
+            if kwargs.get("processes", True):
+                check_main_guard(self.name)
             self._own_cluster = await distributed.LocalCluster(asynchronous=True, **kwargs)
             address = self._own_cluster.scheduler_address
         self._own_client = True
