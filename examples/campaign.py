@@ -10,7 +10,7 @@ is free, and announces each assignment as a custom telemetry event.
 Telemetry: OpenTelemetry spans (kept in memory here; pass an OTLP exporter's
 processor to see them in Jaeger), AsyncFlow events, and the JSONL event log; the
 timeline PNGs are drawn from that log. Everything goes to ``--out``
-(default ``./campaign_out``)::
+(default ``out/campaign``)::
 
     python examples/campaign.py --out /tmp/campaign
     python -m asyncflow_graph timeline /tmp/campaign/campaign.jsonl -o again.png
@@ -56,7 +56,7 @@ class ResourcePool:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("campaign_out"))
+    parser.add_argument("--out", type=Path, default=Path("out") / "campaign")
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
     cpu = LocalExecutionBackend(ThreadPoolExecutor(SLOTS["cpu"]), name="cpu")

@@ -1,5 +1,7 @@
 """The script face: build a graph with module-level decorators, draw it to
-graph.svg, then compute it synchronously — no asyncio in sight."""
+out/graph.svg, then compute it synchronously — no asyncio in sight."""
+
+from pathlib import Path
 
 import asyncflow_graph as ag
 
@@ -32,7 +34,8 @@ def build() -> ag.Delayed:
 if __name__ == "__main__":
     final = build()
     print(ag.compile(final).explain())
-    drawing = final.visualize("graph.svg")
+    Path("out").mkdir(exist_ok=True)  # every example writes under out/
+    drawing = final.visualize("out/graph.svg")
     print(f"drew {drawing.filename}")
     (out,) = ag.compute(final)
     print("result:", out.strip())

@@ -127,9 +127,9 @@ def check_script_compute(lines: list[str], cwd: Path) -> None:
     assert value_of(lines, "result:") == "total=20540"
     assert any("fused x2: load -> square_sum" in line for line in lines)
     if shutil.which("dot") is None:  # the example still runs: it writes the DOT source
-        assert value_of(lines, "drew") == "graph.dot"
+        assert value_of(lines, "drew") == "out/graph.dot"
         pytest.skip("drawing graph.svg needs Graphviz's dot (apt-get install graphviz)")
-    assert value_of(lines, "drew") == "graph.svg"
+    assert value_of(lines, "drew") == "out/graph.svg"
 
 
 def check_mixed_backends(lines: list[str], cwd: Path) -> None:
