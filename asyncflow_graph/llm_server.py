@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import time
 import urllib.error
@@ -108,7 +109,9 @@ def start_local_llm_server(
     params.cpuparams.n_threads = n_threads or os.cpu_count() or 1
     params.port = port
     params.endpoint_metrics = True
-    if not verbose:
+    # Quiet unless asked: llama.cpp writes every request's timings to the process's
+    # own stdout/stderr, which are the user's program's.
+    if not (verbose or logging.getLogger("asyncflow_graph").isEnabledFor(logging.DEBUG)):
         params.verbosity = -1  # llama.cpp logs every slot event otherwise
     server = xllamacpp.Server(params)
     handle = LocalLLMServer(server, server.listening_address.rstrip("/") + "/v1", alias, path)
