@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -34,6 +35,8 @@ class Settings:
     cell_budget_s: float
     out: Path
     raw_out: Path
+    #: also copy RESULTS.md and results.png over the tracked ones (benchmarks/, docs/img/)
+    update_tracked: bool = False
 
 
 @dataclass
@@ -73,31 +76,49 @@ class Cell:
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, 3 repeats")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run in under two minutes: smaller sizes, 1 run per cell, 20 s per run",
+    )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="e.g. W1,W2")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated names")
-    parser.add_argument("--repeat", type=int, help="runs per cell (default 5, --quick 3)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+    parser.add_argument("--repeat", type=int, help="runs per cell (default 5, --quick 1)")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds per run (default 120, --quick 20)"
+    )
     parser.add_argument(
         "--cell-budget",
         type=float,
         help="stop repeating a cell once its runs would exceed this many seconds "
-        "(default 40, --quick 30)",
+        "(default 40, --quick 10)",
     )
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "RESULTS.md")
-    parser.add_argument("--raw-out", type=Path, default=BENCH_DIR / "out" / "results.json")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where RESULTS.md, results.json and results.png go "
+        "(default benchmarks/out/<UTC timestamp>/, ignored by git)",
+    )
+    parser.add_argument(
+        "--update-tracked",
+        action="store_true",
+        help="also overwrite the tracked benchmarks/RESULTS.md, benchmarks/results.png "
+        "and docs/img/results.png",
+    )
     args = parser.parse_args(argv)
-    settings = Settings(
+    out_dir = args.out_dir or BENCH_DIR / "out" / time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return Settings(
         systems=_names(args.systems, SYSTEMS, parser),
         workloads=_names(args.workloads, WORKLOADS, parser),
         quick=args.quick,
-        repeat=args.repeat or (3 if args.quick else 5),
-        timeout_s=args.timeout,
-        cell_budget_s=args.cell_budget or (30.0 if args.quick else 40.0),
-        out=args.out,
-        raw_out=args.raw_out,
+        repeat=args.repeat or (1 if args.quick else 5),
+        timeout_s=args.timeout or (20.0 if args.quick else 120.0),
+        cell_budget_s=args.cell_budget or (10.0 if args.quick else 40.0),
+        out=out_dir / "RESULTS.md",
+        raw_out=out_dir / "results.json",
+        update_tracked=args.update_tracked,
     )
-    return settings
 
 
 def _names(value: str, known: dict[str, Any], parser: argparse.ArgumentParser) -> list[str]:
@@ -217,12 +238,33 @@ def run_all(settings: Settings) -> list[Cell]:
     return done
 
 
+def update_tracked(written: Sequence[Path]) -> list[Path]:
+    """Copy this run's RESULTS.md and results.png over the tracked copies (the docs page
+    shows docs/img/results.png, which tests/test_docs.py keeps equal to benchmarks/)."""
+    targets = {
+        "RESULTS.md": [BENCH_DIR / "RESULTS.md"],
+        "results.png": [BENCH_DIR / "results.png", REPO_ROOT / "docs" / "img" / "results.png"],
+    }
+    copies = []
+    for path in written:
+        for target in targets.get(path.name, []):
+            shutil.copyfile(path, target)
+            copies.append(target)
+    return copies
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.report import write_outputs
 
     settings = parse_args(argv)
     started = time.time()
     results = run_all(settings)
-    for path in write_outputs(results, settings, time.time() - started):
+    written = write_outputs(results, settings, time.time() - started)
+    if settings.update_tracked:
+        written += update_tracked(written)
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    if not settings.update_tracked:
+        print("the tracked benchmarks/RESULTS.md is unchanged (--update-tracked)", file=sys.stderr)
+    print(f"suite wall time {time.time() - started:.0f} s", file=sys.stderr)
     return 0
