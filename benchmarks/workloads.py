@@ -102,7 +102,7 @@ WORKLOADS: dict[str, Workload] = {
             "N independent no-op tasks, all gathered.",
             fan_out,
             sizes=(1_000, 10_000, 100_000),
-            quick_sizes=(1_000, 10_000),
+            quick_sizes=(1_000, 5_000),
         ),
         Workload(
             "W2",
@@ -110,7 +110,7 @@ WORKLOADS: dict[str, Workload] = {
             "A chain of N tasks, each taking the previous result.",
             chain,
             sizes=(2_000,),
-            quick_sizes=(2_000,),
+            quick_sizes=(200,),
         ),
         Workload(
             "W3",
@@ -118,7 +118,7 @@ WORKLOADS: dict[str, Workload] = {
             "N independent maps, then a binary-tree reduction (N - 1 pairwise reduce tasks).",
             map_reduce,
             sizes=(4_096,),
-            quick_sizes=(4_096,),
+            quick_sizes=(512,),
         ),
         Workload(
             "W4",
@@ -127,7 +127,7 @@ WORKLOADS: dict[str, Workload] = {
             "(a no-op backend for AsyncFlow-style engines; the same function elsewhere).",
             pipelines,
             sizes=(200,),
-            quick_sizes=(200,),
+            quick_sizes=(50,),
             uses_ai=True,
         ),
         Workload(
@@ -137,7 +137,7 @@ WORKLOADS: dict[str, Workload] = {
             "it without running anything.",
             mixed,
             sizes=(100_000,),
-            quick_sizes=(100_000,),
+            quick_sizes=(20_000,),
             kind="compile",
         ),
         Workload(
@@ -146,7 +146,7 @@ WORKLOADS: dict[str, Workload] = {
             "N independent chains of N tasks each.",
             chains,
             sizes=(100,),
-            quick_sizes=(100,),
+            quick_sizes=(20,),
             size_label=_square,
         ),
     )
