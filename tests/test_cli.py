@@ -147,7 +147,7 @@ def test_the_cli_page_session_runs_and_prints_what_the_page_shows(tmp_path: Path
 # --------------------------------------------------------------------------- targets
 
 
-PIPELINE = '''
+PIPELINE = """
 import asyncflow_graph as ag
 from helpers import double
 
@@ -164,7 +164,7 @@ def twice(x: int) -> int:
 
 def build():
     return {"out": twice(load())}
-'''
+"""
 
 
 @pytest.fixture
