@@ -98,6 +98,26 @@ class TaskFuture(asyncio.Future[Any]):
     def __repr__(self) -> str:
         return f"<TaskFuture {self.key} state={self.state}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the task's name, key and state, and its value or error once ended."""
+        from html import escape
+
+        head = f"<b>{escape(self.node.name)}</b> <code>{escape(self.key)}</code> {self.state}"
+        return f"<div>{head}{escape(self._outcome())}</div>"
+
+    def _outcome(self) -> str:
+        if not self.done():
+            return ""
+        if self.cancelled():
+            return " (cancelled)"
+        if isinstance(self, RemoteTaskFuture):
+            return " (its value is on its backend: await the handle)"
+        exc = self.exception()
+        if exc is not None:
+            return f": {type(exc).__name__}: {exc}"
+        text = repr(self.result())
+        return f" = {text if len(text) <= 200 else text[:200] + '...'}"
+
 
 class LazyTaskFuture(TaskFuture):
     """Handle of a lazy engine: awaiting it (or adding a done-callback, as

@@ -348,6 +348,10 @@ class Drawing:
         svg = self._repr_svg_()
         if svg is not None:
             bundle["image/svg+xml"] = svg
+        else:  # no Graphviz: show the source and how to get pictures
+            from html import escape
+
+            bundle["text/html"] = f"<p>{escape(INSTALL_HINT)}</p><pre>{escape(self.source)}</pre>"
         return bundle
 
     def save(self, filename: str | Path, format: str | None = None) -> Drawing:

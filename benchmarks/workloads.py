@@ -102,7 +102,7 @@ WORKLOADS: dict[str, Workload] = {
             "N independent no-op tasks, all gathered.",
             fan_out,
             sizes=(1_000, 10_000, 100_000),
-            quick_sizes=(1_000, 5_000),
+            quick_sizes=(1_000,),
         ),
         Workload(
             "W2",
@@ -110,7 +110,7 @@ WORKLOADS: dict[str, Workload] = {
             "A chain of N tasks, each taking the previous result.",
             chain,
             sizes=(2_000,),
-            quick_sizes=(200,),
+            quick_sizes=(100,),
         ),
         Workload(
             "W3",

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 __all__ = ["CACHE_BACKEND", "ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
 
+#: a plan displayed in Jupyter is drawn inline up to this many tasks (dot is slow on more)
+REPR_DRAW_LIMIT = 300
+
 
 @dataclass(frozen=True, slots=True)
 class Partition:
@@ -81,6 +84,20 @@ class Plan:
 
     def __str__(self) -> str:
         return self.explain()
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """Jupyter: the explanation, and the drawing inline for a plan small enough to
+        draw at once (without Graphviz, the explanation alone)."""
+        from html import escape
+
+        bundle: dict[str, Any] = {"text/plain": self.explain()}
+        html = f"<pre>{escape(self.explain())}</pre>"
+        if len(self.nodes) <= REPR_DRAW_LIMIT:
+            svg = self.visualize()._repr_svg_()
+            if svg is not None:
+                html += svg[svg.find("<svg") :]
+        bundle["text/html"] = html
+        return bundle
 
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
         from ..visualize import visualize

@@ -3,8 +3,9 @@
 On a terminal it is a live ``rich`` display redrawn by rich's own refresh thread
 (about eight times a second), so the executor's hooks only bump ints. Anywhere else
 (a pipe, a CI log, pytest's capture) nothing is drawn while the run goes and one
-summary line is written at the end. Blocks (they run on the engine itself) are not
-counted: their member tasks are.
+summary line is written at the end. In a Jupyter notebook it is an HTML display
+(one bar per backend) updated a few times a second and once more at the end. Blocks
+(they run on the engine itself) are not counted: their member tasks are.
 
 * ``compute(..., progress=True)`` (the script face) uses it.
 * ``with show_progress(flow): ...`` (or ``async with``) around awaited work.
@@ -55,6 +56,8 @@ class ProgressBar(RunObserver):
         self._console = console
         self._want_live = live
         self._live: Any = None
+        self._display: Any = None  # a Jupyter display handle
+        self._shown_at = 0.0
         self._t0 = time.monotonic()
         self._closed = False
 
@@ -83,17 +86,23 @@ class ProgressBar(RunObserver):
         backend = self._backend_of.pop(key, None)
         if backend is not None:
             self.finished[backend] += 1
+            if self._display is not None:
+                self._refresh_display()
 
     def on_failed(self, key: str, exc: BaseException) -> None:
         backend = self._backend_of.pop(key, None)
         if backend is not None:
             self.finished[backend] += 1
+            if self._display is not None:
+                self._refresh_display()
             self.failed[backend] += 1
 
     def on_cancelled(self, key: str, msg: str | None) -> None:
         backend = self._backend_of.pop(key, None)
         if backend is not None:
             self.finished[backend] += 1
+            if self._display is not None:
+                self._refresh_display()
             self.cancelled[backend] += 1
 
     # -- display -------------------------------------------------------------------------
@@ -107,6 +116,38 @@ class ProgressBar(RunObserver):
         if failed or cancelled:
             text += f" - {failed} failed, {cancelled} cancelled"
         return text
+
+    def __repr__(self) -> str:
+        return self.line()
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one ``<progress>`` bar per backend."""
+        from html import escape
+
+        total, finished = dict(self.total), dict(self.finished)
+        failed, cancelled = dict(self.failed), dict(self.cancelled)
+        rows = [f"<b>{escape(self.title)}</b> {time.monotonic() - self._t0:.1f} s"]
+        for b, n in total.items():
+            done = finished.get(b, 0)
+            notes = "".join(
+                f", {count} {what}"
+                for count, what in (
+                    (failed.get(b, 0), "failed"),
+                    (cancelled.get(b, 0), "cancelled"),
+                )
+                if count
+            )
+            rows.append(
+                f'<code>{escape(b)}</code> <progress value="{done}" max="{max(n, 1)}"></progress>'
+                f" {done}/{n}{notes}"
+            )
+        return "<div>" + "<br>".join(rows) + "</div>"
+
+    def _refresh_display(self) -> None:
+        now = time.monotonic()
+        if now - self._shown_at >= 0.25:  # a kernel message per update: a few a second
+            self._shown_at = now
+            self._display.update(self)
 
     def __rich__(self) -> Any:
         """The live view: one row per backend (rich calls this from its thread;
@@ -137,6 +178,10 @@ class ProgressBar(RunObserver):
         """Start the live display (if there is one to show)."""
         live = self._want_live
         console = self._console
+        if live is None and console is None:
+            self._display = _notebook_display(self)
+            if self._display is not None:
+                return
         if live is None or live:
             try:
                 from rich.console import Console
@@ -158,6 +203,8 @@ class ProgressBar(RunObserver):
         if self._live is not None:
             self._live.refresh()
             self._live.stop()
+        elif self._display is not None:
+            self._display.update(self)
         else:
             sys.stderr.write(self.line() + "\n")
             sys.stderr.flush()
@@ -180,6 +227,19 @@ class ProgressBar(RunObserver):
 
     async def __aexit__(self, *exc: object) -> None:
         self.__exit__(*exc)
+
+
+def _notebook_display(bar: ProgressBar) -> Any:
+    """An updatable display of ``bar`` when running in a Jupyter kernel, else None
+    (IPython is never imported here: a kernel has imported it already)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or type(shell).__name__ != "ZMQInteractiveShell":
+        return None
+    import importlib
+
+    display: Any = importlib.import_module("IPython.display").display
+    return display(bar, display_id=True)
 
 
 def show_progress(
