@@ -137,7 +137,7 @@ WORKLOADS: dict[str, Workload] = {
             "it without running anything.",
             mixed,
             sizes=(100_000,),
-            quick_sizes=(20_000,),
+            quick_sizes=(5_000,),
             kind="compile",
         ),
         Workload(
