@@ -141,7 +141,7 @@ def test_the_cli_page_session_runs_and_prints_what_the_page_shows(tmp_path: Path
             + "\n".join(printed)
         )
     assert ran >= 5
-    assert (tmp_path / "timeline.png").stat().st_size > 0
+    assert (tmp_path / "out" / "timeline.png").stat().st_size > 0
 
 
 # --------------------------------------------------------------------------- targets

@@ -184,7 +184,8 @@ def test_add_after_input_failed_or_cancelled():
     add(s, {"a": mk("a"), "c": mk("c")}, [Unit("x", ("a",), ()), Unit("x", ("c",), ())], {})
     fail(s, "a", ValueError("x"))
     cancel(s, "c", "bye")
-    ready, ended = add(s,
+    ready, ended = add(
+        s,
         {"b": mk("b", ("a",)), "d": mk("d", ("c",))},
         [Unit("x", ("b",), ("a",)), Unit("x", ("d",), ("c",))],
         {},

@@ -2,11 +2,12 @@
 
 `build` takes a lazy engine and returns handles: `asyncflow-graph visualize` and
 `asyncflow-graph explain` call it and draw or explain the plan without running anything.
-Run as a script, it runs the pipeline with a result cache in ./.asyncflow-cache and its
-event log in run.jsonl, for `asyncflow-graph timeline` and `asyncflow-graph cache`.
+Run as a script, it runs the pipeline with a result cache in out/cache and its event log
+in out/run.jsonl, for `asyncflow-graph timeline` and `asyncflow-graph cache`.
 """
 
 import asyncio
+from pathlib import Path
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.handle import TaskFuture
@@ -27,12 +28,13 @@ async def build(flow: WorkflowEngine) -> TaskFuture:
 
 
 async def main() -> None:
-    flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), cache=".asyncflow-cache")
-    with record_events(flow, "run.jsonl"):
+    Path("out").mkdir(exist_ok=True)  # every example writes under out/
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend(), cache="out/cache")
+    with record_events(flow, "out/run.jsonl"):
         total = await build(flow)
         print("total =", await total)
     await flow.shutdown()
-    print("wrote run.jsonl")
+    print("wrote out/run.jsonl")
 
 
 if __name__ == "__main__":
