@@ -93,17 +93,17 @@ class ProgressBar(RunObserver):
         backend = self._backend_of.pop(key, None)
         if backend is not None:
             self.finished[backend] += 1
+            self.failed[backend] += 1
             if self._display is not None:
                 self._refresh_display()
-            self.failed[backend] += 1
 
     def on_cancelled(self, key: str, msg: str | None) -> None:
         backend = self._backend_of.pop(key, None)
         if backend is not None:
             self.finished[backend] += 1
+            self.cancelled[backend] += 1
             if self._display is not None:
                 self._refresh_display()
-            self.cancelled[backend] += 1
 
     # -- display -------------------------------------------------------------------------
 
