@@ -49,6 +49,19 @@ CASES = {
 }
 
 
+def test_missing_rich_names_its_extra_and_the_bar_falls_back(tmp_path: Path) -> None:
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys\nsys.modules['rich'] = None\n"
+        "from asyncflow_graph.telemetry.progress import ProgressBar\n"
+        "bar = ProgressBar(live=True)\nbar.start()\nbar.close()\nprint('ok')\n"
+    )
+    proc = run_python([str(script)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "needs the 'rich' package" in proc.stderr
+    assert "asyncflow-graph[telemetry]" in proc.stderr
+
+
 @pytest.mark.parametrize("package", sorted(CASES))
 def test_missing_package_names_its_extra(package: str, tmp_path: Path) -> None:
     code, message, extra = CASES[package]

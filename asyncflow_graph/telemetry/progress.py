@@ -14,6 +14,7 @@ summary line is written at the end. In a Jupyter notebook it is an HTML display
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -187,6 +188,12 @@ class ProgressBar(RunObserver):
                 from rich.console import Console
                 from rich.live import Live
             except ImportError:  # the telemetry extra is not installed
+                if live or sys.stderr.isatty():  # a live bar was wanted: say how to get one
+                    logging.getLogger("asyncflow_graph").warning(
+                        "a live progress bar needs the 'rich' package: pip install "
+                        "'asyncflow-graph[telemetry]' (or pip install rich); a summary "
+                        "line is written at the end instead"
+                    )
                 return
             console = console or Console(stderr=True)
             if live is None:
