@@ -14,6 +14,7 @@ from .errors import ConfigurationError, UnknownOptionError
 from .spec import (
     EMPTY_MAPPING,
     GENERATION_OPTIONS,
+    ForeignReference,
     Node,
     TaskKind,
     TaskOptions,
@@ -34,6 +35,9 @@ class GraphBuilder(Protocol):
 
     scope: ContextVar[tuple[str | None, str | None] | None]
     counter: itertools.count[int]
+
+    def foreign(self, handle: Any, task: str) -> Exception:
+        """The error for ``handle``, of another builder, passed to ``task``."""
 
     def existing(self, key: str) -> Any:
         """The handle of ``key`` if it exists (pure calls share one node)."""
@@ -83,9 +87,12 @@ class TaskDefinition:
             workflow_id = kwargs.pop("workflow_id", None)
         deps: tuple[str, ...] = ()
         deep = False
-        if args or kwargs:
-            args, kwargs, deps, deep = extract_refs(args, kwargs)
         builder = self._builder
+        if args or kwargs:
+            try:
+                args, kwargs, deps, deep = extract_refs(args, kwargs, builder)
+            except ForeignReference as exc:
+                raise builder.foreign(exc.handle, self.name) from None
         scope = builder.scope.get()
         parent = None
         if scope is not None:

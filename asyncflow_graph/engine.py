@@ -326,6 +326,7 @@ class WorkflowEngine:
         self._intake.close()
         if skip_backends:
             self._executor.cancel_open("engine shutdown")
+            self._executor.release_claims(closed=False)
             return
         await self._executor.close(cancel=not wait)
 

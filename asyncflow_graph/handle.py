@@ -28,6 +28,7 @@ class HandleHost(Protocol):
     """What a handle may ask of the run it belongs to."""
 
     loop: asyncio.AbstractEventLoop
+    engine_uid: str
 
     @property
     def graph(self) -> Graph: ...
@@ -57,6 +58,11 @@ class TaskFuture(asyncio.Future[Any]):
     @property
     def uid(self) -> str:
         return self.key
+
+    @property
+    def engine_uid(self) -> str:
+        """The uid of the engine this handle belongs to."""
+        return self._host.engine_uid
 
     @property
     def node(self) -> Node:

@@ -14,10 +14,11 @@ import itertools
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .compiler import Capabilities, Plan, compile_plan
 from .decorators import make_definition
+from .errors import ConfigurationError
 from .graph import Graph
 from .spec import Node, TaskKind, register_reference_type
 
@@ -33,6 +34,8 @@ class Delayed:
     compile it, or ``compute()`` it."""
 
     __slots__ = ("__weakref__", "key", "node", "parents")
+    #: the builder every unbound node belongs to (the spec checks it)
+    _host: ClassVar[Any] = None
 
     def __init__(self, node: Node, parents: tuple[Delayed, ...]) -> None:
         self.node = node
@@ -67,6 +70,15 @@ class _ScriptBuilder:
         self.scope: ContextVar[Any] = ContextVar("asyncflow_graph.script", default=None)
         self._live: weakref.WeakValueDictionary[str, Delayed] = weakref.WeakValueDictionary()
 
+    def foreign(self, handle: Any, task: str) -> Exception:
+        engine = getattr(handle, "engine_uid", None)
+        owner = f" of engine {engine}" if engine is not None else ""
+        return ConfigurationError(
+            f"module-level task {task!r} got {handle!r}{owner} as an argument; unbound "
+            f"tasks take values and other unbound tasks only: pass the handle's value "
+            f"(`await handle`), or create {task!r} with that engine's decorators"
+        )
+
     def existing(self, key: str) -> Delayed | None:
         return self._live.get(key)
 
@@ -83,6 +95,7 @@ class _ScriptBuilder:
 
 
 _builder = _ScriptBuilder()
+Delayed._host = _builder
 
 
 def _decorator(kind: TaskKind) -> Callable[..., Any]:

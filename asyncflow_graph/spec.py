@@ -16,11 +16,13 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
+from .tokens import callable_identity
 
 __all__ = [
     "EMPTY_MAPPING",
     "GENERATION_OPTIONS",
     "Call",
+    "ForeignReference",
     "Node",
     "Ref",
     "TaskKind",
@@ -270,17 +272,30 @@ _reference_types: set[type] = set()
 def register_reference_type(cls: type) -> None:
     """Declare ``cls`` (which has a ``key`` attribute) as a handle to a node.
 
-    The handle module registers its classes so the spec never imports it."""
+    Instances carry ``_host``: the builder they belong to (an engine's intake;
+    None for the script face's unbound nodes). The handle module registers its
+    classes so the spec never imports it."""
     _reference_types.add(cls)
 
 
+class ForeignReference(ConfigurationError):
+    """Raised by :func:`extract_refs` for a handle that belongs to another host (the
+    decorators replace it with an error that names both)."""
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__(f"{handle!r} belongs to another engine or builder")
+        self.handle = handle
+
+
 def extract_refs(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
+    args: tuple[Any, ...], kwargs: dict[str, Any], host: Any = None
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[str, ...], bool]:
     """Replace handles in ``args``/``kwargs`` (at any depth) by :class:`Ref`.
 
     Returns the new args and kwargs, the ordered unique dependency keys, and
-    whether any reference sits inside a container."""
+    whether any reference sits inside a container. A handle whose ``_host`` is
+    not ``host`` raises :class:`ForeignReference`: its key names a node of
+    another graph, and the same key here would be another task."""
     deps: dict[str, None] = {}
     deep = False
     new_args = args
@@ -289,12 +304,14 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
+            if a._host is not host:
+                raise ForeignReference(a)
             if new_args is args:
                 new_args = list(args)  # type: ignore[assignment]
             deps[a.key] = None
             new_args[i] = Ref(a.key)  # type: ignore[index]
         elif t in _CONTAINERS or isinstance(a, tuple):
-            found = _replace_nested(a, deps)
+            found = _replace_nested(a, deps, host)
             if found is not a:
                 deep = True
                 if new_args is args:
@@ -306,12 +323,14 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
+            if v._host is not host:
+                raise ForeignReference(v)
             if new_kwargs is kwargs:
                 new_kwargs = dict(kwargs)
             deps[v.key] = None
             new_kwargs[name] = Ref(v.key)
         elif t in _CONTAINERS or isinstance(v, tuple):
-            found = _replace_nested(v, deps)
+            found = _replace_nested(v, deps, host)
             if found is not v:
                 deep = True
                 if new_kwargs is kwargs:
@@ -322,22 +341,24 @@ def extract_refs(
     return new_args, new_kwargs, tuple(deps), deep
 
 
-def _replace_nested(obj: Any, deps: dict[str, None]) -> Any:
+def _replace_nested(obj: Any, deps: dict[str, None], host: Any) -> Any:
     """Return ``obj`` itself when it holds no handle, else a copy with Refs."""
     t = type(obj)
     if t in _reference_types:
+        if obj._host is not host:
+            raise ForeignReference(obj)
         deps[obj.key] = None
         return Ref(obj.key)
     if t is dict:
         changed = False
         out = {}
         for k, v in obj.items():
-            nv = _replace_nested(v, deps) if type(v) not in _ATOMIC else v
+            nv = _replace_nested(v, deps, host) if type(v) not in _ATOMIC else v
             changed |= nv is not v
             out[k] = nv
         return out if changed else obj
     if t in (list, set, frozenset) or isinstance(obj, tuple):
-        items = [_replace_nested(v, deps) if type(v) not in _ATOMIC else v for v in obj]
+        items = [_replace_nested(v, deps, host) if type(v) not in _ATOMIC else v for v in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         return _rebuild(obj, items)
@@ -387,34 +408,48 @@ def _sub_nested(obj: Any, values: Mapping[str, Any]) -> Any:
 def tokenize(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """A deterministic token for a pure call: equal calls give equal tokens.
 
-    Objects that cannot be normalized deterministically fall back to their identity,
-    which keeps keys unique (never wrongly shared) at the price of no sharing."""
+    The callable counts by what it is (:func:`~asyncflow_graph.tokens.callable_identity`:
+    code, closure values, bound object), not by its name. Objects that cannot be
+    normalized deterministically fall back to their identity, which keeps keys
+    unique (never wrongly shared) at the price of no sharing: the node holds the
+    object, so its id is not reused while the key exists."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(_normalize(func).encode())
+    seen: set[int] = set()
+    h.update(_normalize(func, seen).encode())
     for a in args:
-        h.update(b"\x00" + _normalize(a).encode())
+        h.update(b"\x00" + _normalize(a, seen).encode())
     for k in sorted(kwargs):
-        h.update(b"\x01" + k.encode() + b"=" + _normalize(kwargs[k]).encode())
+        h.update(b"\x01" + k.encode() + b"=" + _normalize(kwargs[k], seen).encode())
     return h.hexdigest()
 
 
-def _normalize(obj: Any) -> str:
+def _normalize(obj: Any, seen: set[int]) -> str:
     t = type(obj)
     if t in _ATOMIC:
         return f"{t.__name__}:{obj!r}"
     if t is Ref:
         return f"ref:{obj.key}"
+    if id(obj) in seen:  # a container or closure that holds itself
+        return "cycle"
+    seen.add(id(obj))
+    try:
+        return _normalize_composite(obj, t, seen)
+    finally:
+        seen.discard(id(obj))
+
+
+def _normalize_composite(obj: Any, t: type, seen: set[int]) -> str:
     if t in (list, tuple):
-        return f"{t.__name__}[{','.join(_normalize(v) for v in obj)}]"
+        return f"{t.__name__}[{','.join(_normalize(v, seen) for v in obj)}]"
     if t in (set, frozenset):
-        return f"set[{','.join(sorted(_normalize(v) for v in obj))}]"
+        return f"set[{','.join(sorted(_normalize(v, seen) for v in obj))}]"
     if t is dict:
-        items = sorted((_normalize(k), _normalize(v)) for k, v in obj.items())
+        items = sorted((_normalize(k, seen), _normalize(v, seen)) for k, v in obj.items())
         return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    if callable(obj) and qualname and module and "<locals>" not in qualname:
-        return f"fn:{module}.{qualname}"
+    identity = callable_identity(obj)
+    if identity is not None:
+        label, values = identity
+        return f"{label}({','.join(_normalize(v, seen) for v in values)})"
     try:
         return "pickle:" + hashlib.blake2b(pickle.dumps(obj, protocol=5)).hexdigest()
     except Exception:

@@ -31,6 +31,7 @@ from ..protocol import (
     Work,
 )
 from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
+from . import claims
 from .builders import Builders
 from .events import RunObserver, RunView
 from .inflight import InFlight
@@ -62,6 +63,7 @@ class Executor:
         self.loop = loop
         self.engine_uid = engine_uid
         self.work_dir = work_dir
+        self._directory = claims.claim_directory(work_dir, engine_uid, self)
         self.state = RunState()
         self.backends: dict[str, Backend] = {}
         self.capabilities: dict[str, Capabilities] = {}
@@ -85,7 +87,12 @@ class Executor:
 
     async def add_backend(self, backend: Backend) -> None:
         context = BackendContext(self.engine_uid, self.work_dir, self.loop, self)
-        await backend.start(context)
+        claims.claim_backend(backend, self.engine_uid)
+        try:
+            await backend.start(context)
+        except BaseException:
+            claims.release_backend(backend, self.engine_uid, closed=False)
+            raise
         self.backends[backend.name] = backend
         self.capabilities[backend.name] = caps = backend.capabilities
         if caps.handles_retries:
@@ -375,6 +382,14 @@ class Executor:
         await _close_all(self.backends.values(), timeout)
         log.info("engine %s: all backends closed", self.engine_uid)
         self.cancel_unfinished(msg)
+        self.release_claims(closed=True)
+
+    def release_claims(self, *, closed: bool) -> None:
+        """Shut down: the backends (``closed`` by this engine, or left running) and the
+        session directory may serve another engine."""
+        for backend in self.backends.values():
+            claims.release_backend(backend, self.engine_uid, closed=closed)
+        claims.release_directory(self._directory, self)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until the backends confirmed every cancel made so far (and the

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .._gc import gc_paused
 from ..compiler import Plan, compile_plan
 from ..describe import describe
-from ..errors import EngineClosedError
+from ..errors import ConfigurationError, EngineClosedError
 from ..graph import Graph
 from ..protocol import TaskState
 from ..spec import EMPTY_MAPPING, Node, bind
@@ -67,6 +67,7 @@ class Intake:
     ) -> None:
         self.executor = executor
         self.loop = executor.loop
+        self.engine_uid = executor.engine_uid
         self.default_backend = default_backend
         self.lazy = lazy
         self.handle_type = handle_type  # the engine's TaskFuture class
@@ -89,6 +90,22 @@ class Intake:
         self.closed = False  # shut down: no new task is accepted
 
     # -- GraphBuilder: what the decorators call -----------------------------------------
+
+    def foreign(self, handle: Any, task: str) -> Exception:
+        here = self.engine_uid
+        other = getattr(handle, "engine_uid", None)
+        if other is None:
+            return ConfigurationError(
+                f"task {task!r} of engine {here} got {handle!r} as an argument: an unbound "
+                f"task made by a module-level decorator (asyncflow_graph.function_task). "
+                f"Run it with asyncflow_graph.compute(...) and pass its value, or create it "
+                f"with this engine's decorators (@flow.function_task)"
+            )
+        return ConfigurationError(
+            f"task {task!r} of engine {here} got the handle of {handle.key!r} of engine "
+            f"{other} as an argument; a handle belongs to the engine that made it (the same "
+            f"key here is another task): pass its value (`await handle`) instead"
+        )
 
     def existing(self, key: str) -> asyncio.Future[Any] | None:
         return self.executor.futures.get(key)
