@@ -19,6 +19,7 @@ __all__ = [
     "ConfigurationError",
     "DependencyFailureError",
     "EngineClosedError",
+    "EngineError",
     "MissingInputError",
     "PromptNotSupportedError",
     "SerializationError",
@@ -118,6 +119,13 @@ def missing_dependency(package: str, extra: str, feature: str) -> MissingDepende
 
 class EngineClosedError(AsyncFlowGraphError, RuntimeError):
     """A task was created on an engine that has been shut down."""
+
+
+class EngineError(AsyncFlowGraphError, RuntimeError):
+    """Something inside asyncflow_graph's own machinery (compiling, dispatching,
+    resolving a future) failed for a task. The task ends with this error, which
+    names it and the internal cause (also its ``__cause__``); every other task
+    runs on."""
 
 
 class DependencyFailureError(AsyncFlowGraphError):

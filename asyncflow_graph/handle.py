@@ -39,6 +39,7 @@ class HandleHost(Protocol):
     def plan_for(self, keys: Iterable[str] | None) -> Plan: ...
     def cancel(self, key: str, msg: Any) -> bool: ...
     def demand(self, key: str) -> None: ...
+    def awaiting(self, key: str) -> None: ...
     def fetch(self, key: str) -> None: ...
 
 
@@ -62,7 +63,7 @@ class TaskFuture(asyncio.Future[Any]):
     @property
     def engine_uid(self) -> str:
         """The uid of the engine this handle belongs to."""
-        return self._host.engine_uid
+        return self.host.engine_uid
 
     @property
     def node(self) -> Node:
@@ -94,6 +95,13 @@ class TaskFuture(asyncio.Future[Any]):
 
         host = self.host
         return visualize(host.plan_for([self.key]), filename=filename, state=host.view, **kwargs)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self.done():  # a block body must not wait for what waits for it
+            self.host.awaiting(self.key)
+        return super().__await__()
+
+    __iter__ = __await__
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel this task's work and every dependent; False once it has ended."""

@@ -272,7 +272,7 @@ _reference_types: set[type] = set()
 def register_reference_type(cls: type) -> None:
     """Declare ``cls`` (which has a ``key`` attribute) as a handle to a node.
 
-    Instances carry ``_host``: the builder they belong to (an engine's intake;
+    Instances carry ``host``: the builder they belong to (an engine's intake;
     None for the script face's unbound nodes). The handle module registers its
     classes so the spec never imports it."""
     _reference_types.add(cls)
@@ -293,7 +293,7 @@ def extract_refs(
     """Replace handles in ``args``/``kwargs`` (at any depth) by :class:`Ref`.
 
     Returns the new args and kwargs, the ordered unique dependency keys, and
-    whether any reference sits inside a container. A handle whose ``_host`` is
+    whether any reference sits inside a container. A handle whose ``host`` is
     not ``host`` raises :class:`ForeignReference`: its key names a node of
     another graph, and the same key here would be another task."""
     deps: dict[str, None] = {}
@@ -304,7 +304,7 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
-            if a._host is not host:
+            if a.host is not host:
                 raise ForeignReference(a)
             if new_args is args:
                 new_args = list(args)  # type: ignore[assignment]
@@ -323,7 +323,7 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
-            if v._host is not host:
+            if v.host is not host:
                 raise ForeignReference(v)
             if new_kwargs is kwargs:
                 new_kwargs = dict(kwargs)
@@ -345,7 +345,7 @@ def _replace_nested(obj: Any, deps: dict[str, None], host: Any) -> Any:
     """Return ``obj`` itself when it holds no handle, else a copy with Refs."""
     t = type(obj)
     if t in _reference_types:
-        if obj._host is not host:
+        if obj.host is not host:
             raise ForeignReference(obj)
         deps[obj.key] = None
         return Ref(obj.key)

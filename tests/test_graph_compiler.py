@@ -153,7 +153,7 @@ def test_toposort_detects_cycle():
 
 
 class FakeHandle:
-    _host = None  # the builder a handle belongs to (extract_refs checks it)
+    host = None  # the builder a handle belongs to (extract_refs checks it)
 
     def __init__(self, key):
         self.key = key

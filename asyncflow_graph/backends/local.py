@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Callable, Coroutine, Sequence
+import types
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -59,7 +60,10 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             needs_pickle=self._processes, backend_type=type(self).__name__
         )
         self._tasks: dict[str, asyncio.Future[Any]] = {}
-        self._is_async: dict[Callable[..., Any], bool] = {}
+        #: code object -> whether its functions are coroutine functions. Keyed by
+        #: code, not function: closures made per task share one entry (a cache by
+        #: function would keep every one alive), and unhashable callables work.
+        self._is_async: dict[types.CodeType, bool] = {}
         self._closed = False
         self._init_asyncflow_api()
         self._dicts = TaskDictRunner(self)
@@ -159,9 +163,14 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
         for node in work.nodes:
-            flag = cache.get(node.func)
-            if flag is None:
-                flag = cache[node.func] = inspect.iscoroutinefunction(node.func)
+            func = node.func
+            if type(func) is types.FunctionType:
+                code = func.__code__
+                flag = cache.get(code)
+                if flag is None:
+                    flag = cache[code] = inspect.iscoroutinefunction(func)
+            else:  # partials, bound methods, callable objects
+                flag = inspect.iscoroutinefunction(func)
             if not flag:
                 return False
         return True

@@ -187,12 +187,12 @@ def fuse(
     dependent here, both may share a submission (:func:`shares_submission`, ``a``
     as the first of the two), both run on the same backend (one that accepts
     chains), and both are async or both plain. Units come out in topological order."""
-    flags: dict[Any, bool] = {}
+    flags: dict[int, bool] = {}  # by id: callables need not be hashable (nodes keep them alive)
 
     def is_async(func: Any) -> bool:
-        flag = flags.get(func)
+        flag = flags.get(id(func))
         if flag is None:
-            flag = flags[func] = inspect.iscoroutinefunction(func)
+            flag = flags[id(func)] = inspect.iscoroutinefunction(func)
         return flag
 
     order = order if order is not None else _topological(nodes)

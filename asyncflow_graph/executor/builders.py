@@ -50,8 +50,8 @@ class Builders:
     def build(self, node: Node, work: Work) -> None:
         """Run ``node``'s builder with ``work``'s inputs, then submit the payload."""
         executor = self._executor
-        args, kwargs = bind(node, work.inputs)
-        try:
+        try:  # a builder that cannot even be called (wrong arguments) fails its task
+            args, kwargs = bind(node, work.inputs)
             if inspect.iscoroutinefunction(node.func):
                 # First step here, in creation order (a builder that never suspends
                 # costs no Task and no loop turn); only one that suspends gets a Task.

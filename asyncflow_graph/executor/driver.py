@@ -34,6 +34,7 @@ from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
 from . import claims
 from .builders import Builders
 from .events import RunObserver, RunView
+from .faults import internal_error, stop_iteration_error
 from .inflight import InFlight
 from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
 from .looptasks import LoopTasks
@@ -139,26 +140,39 @@ class Executor:
         batches: dict[str, list[Work]] = {}
         for job in jobs:
             unit = job.unit
-            head = nodes[unit.keys[0]]
-            kind = head.kind
-            if remote and self._fetch_first(job, head):
-                continue
-            if kind is TaskKind.BLOCK:
-                self._start_block(head)
-                continue
-            inputs = {d: values[d] for d in unit.inputs} if unit.inputs else EMPTY_MAPPING
-            chain = (head,) if len(unit.keys) == 1 else tuple(nodes[k] for k in unit.keys)
-            work = Work(unit, chain, inputs)
-            if kind is TaskKind.FUNCTION or not self.capabilities[unit.backend].executes_code:
-                batch = batches.get(unit.backend)
-                if batch is None:
-                    batches[unit.backend] = [work]
+            try:  # free unless it raises: an error here ends this job alone
+                head = nodes[unit.keys[0]]
+                kind = head.kind
+                if remote and self._fetch_first(job, head):
+                    continue
+                if kind is TaskKind.BLOCK:
+                    self._start_block(head)
+                    continue
+                inputs = {d: values[d] for d in unit.inputs} if unit.inputs else EMPTY_MAPPING
+                chain = (head,) if len(unit.keys) == 1 else tuple(nodes[k] for k in unit.keys)
+                work = Work(unit, chain, inputs)
+                if kind is TaskKind.FUNCTION or not self.capabilities[unit.backend].executes_code:
+                    batch = batches.get(unit.backend)
+                    if batch is None:
+                        batches[unit.backend] = [work]
+                    else:
+                        batch.append(work)
                 else:
-                    batch.append(work)
-            else:
-                self.builders.build(head, work)
+                    # The timeout counts from here: the builder is part of the task.
+                    self._arm(job, head)
+                    self.builders.build(head, work)
+            except Exception as exc:
+                head_key = unit.keys[0]
+                self.failed(head_key, internal_error(self.state, head_key, "dispatched", exc))
         for name, works in batches.items():
             self.submit(name, works)
+
+    def _arm(self, job: Job, head: Node) -> None:
+        """Start ``job``'s timeout timer, if its head has one (the fusion rule keeps
+        a task with a timeout alone in its unit)."""
+        timeout = head.options.timeout
+        if timeout is not None:
+            self.inflight.arm(head.key, timeout, partial(self._timed_out, job))
 
     def _fetch_first(self, job: Job, head: Node) -> bool:
         """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it.
@@ -191,8 +205,8 @@ class Executor:
                 for k in unit.keys:
                     in_flight[k] = w
             in_flight[unit.keys[0]] = w
-            # Only a unit's first task may have a timeout (the fusion rule), so it
-            # governs the unit from its submission.
+            # A task with a timeout is alone in its unit (the fusion rule): its timer
+            # starts at its submission (or its builder's start, armed already).
             timeout = w.nodes[0].options.timeout
             if timeout is not None:
                 job = self.state.job_of(unit.keys[0])
@@ -215,8 +229,10 @@ class Executor:
         if fut is not None:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
         self.state.running(node.key)
+        job = self.state.job_of(node.key)
+        if job is not None:
+            self._arm(job, node)
         if self.observers.all:
-            job = self.state.job_of(node.key)
             if job is not None:
                 self.observers.notify("on_submitted", ENGINE_BACKEND, [job.unit])
             self.observers.notify("on_running", node.key)
@@ -281,6 +297,8 @@ class Executor:
         job = self.state.job_of(key)
         if job is None:
             return
+        if isinstance(exc, StopIteration):  # a future refuses it (it would end a generator)
+            exc = stop_iteration_error(self.state.nodes[key], exc)
         # A graph unit's other keys may still be running: only this key's work ends.
         self.inflight.finish(key if job.unit.graph else job.unit.keys[0])
         self._carry_out(self.state.fail(key, exc))
@@ -321,27 +339,38 @@ class Executor:
     # -- ending -------------------------------------------------------------------------
 
     def _resolve_ended(self, keys: list[str]) -> None:
-        state, observers = self.state, self.observers
-        observers.flush()  # observers see the ends in the order they happened
+        self.observers.flush()  # observers see the ends in the order they happened
         for key in keys:
-            self.loop_tasks.cancel(key, state.cancelled.get(key))
-            fut = self.futures.get(key)
-            if key in state.failures:
-                exc = state.failures[key]
-                if observers.all:
-                    observers.notify("on_failed", key, exc)
-                self.inflight.stop(key, state.nodes[key], cancelled=False)
+            try:
+                self._resolve(key)
+            except Exception as exc:  # never leave the other keys' futures pending
+                log.exception("resolving the future of %r failed", key)
+                fut = self.futures.get(key)
                 if fut is not None and not fut.done():
-                    fut.state = TaskState.FAILED  # type: ignore[attr-defined]
-                    fut.set_exception(exc)
-                    if isinstance(exc, DependencyFailureError):
-                        fut._log_traceback = False  # its root cause is logged, not each dependent
-            else:
-                if observers.all:
-                    observers.notify("on_cancelled", key, state.cancelled.get(key))
-                self.inflight.stop(key, state.nodes[key], cancelled=True)
-                if fut is not None and not fut.done():
-                    self.cancel_handle(key, state.cancelled.get(key))
+                    fut.set_exception(internal_error(self.state, key, "ended", exc))
+
+    def _resolve(self, key: str) -> None:
+        """``key`` failed or was cancelled: tell the observers, stop its work, end its
+        future."""
+        state, observers = self.state, self.observers
+        self.loop_tasks.cancel(key, state.cancelled.get(key))
+        fut = self.futures.get(key)
+        if key in state.failures:
+            exc = state.failures[key]
+            if observers.all:
+                observers.notify("on_failed", key, exc)
+            self.inflight.stop(key, state.nodes[key], cancelled=False)
+            if fut is not None and not fut.done():
+                fut.state = TaskState.FAILED  # type: ignore[attr-defined]
+                fut.set_exception(exc)
+                if isinstance(exc, DependencyFailureError):
+                    fut._log_traceback = False  # its root cause is logged, not each dependent
+        else:
+            if observers.all:
+                observers.notify("on_cancelled", key, state.cancelled.get(key))
+            self.inflight.stop(key, state.nodes[key], cancelled=True)
+            if fut is not None and not fut.done():
+                self.cancel_handle(key, state.cancelled.get(key))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background; shutdown waits for it."""

@@ -36,8 +36,11 @@ class InFlight:
 
     def arm(self, head: str, timeout: float, on_timeout: Callable[[], None]) -> None:
         """Call ``on_timeout`` if ``head``'s work is still here after ``timeout`` s.
-        (The driver puts works in :attr:`works` itself: that is its hot path.)"""
-        self._timers[head] = self._loop.call_later(timeout, on_timeout)
+        A timer armed already (at a builder's start) keeps running: the timeout
+        counts from the first step of the task. (The driver puts works in
+        :attr:`works` itself: that is its hot path.)"""
+        if head not in self._timers:
+            self._timers[head] = self._loop.call_later(timeout, on_timeout)
 
     def finish(self, head: str) -> None:
         """Forget ``head``'s work (its backend reported the end): nothing to cancel."""

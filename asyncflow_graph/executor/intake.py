@@ -17,17 +17,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from .._gc import gc_paused
-from ..compiler import Plan, compile_plan
+from ..compiler import Plan, compile_plan, failed_plan
 from ..describe import describe
 from ..errors import ConfigurationError, EngineClosedError
 from ..graph import Graph
-from ..protocol import TaskState
-from ..spec import EMPTY_MAPPING, Node, bind
+from ..protocol import ENGINE_BACKEND, TaskState
+from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
+from .faults import compile_error
+from .waits import describe_cycle, wait_cycle
 
 if TYPE_CHECKING:
     from ..compiler.cached import CachePass
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     from .events import RunView
 
 __all__ = ["COMPILE_CHUNK", "Intake", "Scope"]
+
+log = logging.getLogger("asyncflow_graph")
 
 #: nodes compiled and submitted per loop turn at most. A turn that created more is
 #: compiled in slices, in creation order (a node can only depend on nodes created
@@ -83,6 +88,8 @@ class Intake:
         self._compiling = False  # inside _compile_slice: a cancel must not flush
         self._precancelled: dict[str, Any] = {}
         self._demanded: list[str] = []  # lazy keys awaited before the backends started
+        #: block key -> the key its body awaits now (or last awaited)
+        self._awaits: dict[str, str] = {}
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
         #: the result cache's compiler pass, once the engine opened one
@@ -219,10 +226,36 @@ class Intake:
                 self._compiling = True
                 try:
                     with gc_paused(len(chunk)):
-                        self.executor.add_plan(self.compile(chunk), cancelled)
+                        self._add(chunk, cancelled)
                 finally:
                     self._compiling = False
                 return
+
+    def _add(self, nodes: Mapping[str, Node], cancelled: Mapping[str, Any]) -> None:
+        """Compile ``nodes`` and hand the plan to the executor. Should the compiler
+        raise (an error inside asyncflow_graph), each node is compiled alone, in
+        order, so that only the ones it fails for end, with an EngineError."""
+        try:
+            plan = self.compile(nodes)
+        except Exception:
+            log.exception("compiling %d tasks failed; compiling them one by one", len(nodes))
+            self._add_each(nodes, cancelled)
+            return
+        self.executor.add_plan(plan, cancelled)
+
+    def _add_each(self, nodes: Mapping[str, Node], cancelled: Mapping[str, Any]) -> None:
+        for key, node in nodes.items():
+            try:
+                plan = self.compile({key: node})
+            except Exception as exc:
+                plan = failed_plan(node, self._target(node), compile_error(node, exc))
+            own = {key: cancelled[key]} if key in cancelled else EMPTY_MAPPING
+            self.executor.add_plan(plan, own)
+
+    def _target(self, node: Node) -> str:
+        if node.kind is TaskKind.BLOCK:
+            return ENGINE_BACKEND
+        return node.options.backend or self.default_backend
 
     # -- HandleHost: what the handles call ------------------------------------------------
 
@@ -259,7 +292,7 @@ class Intake:
             return
         pre = self._precancelled
         cancelled = {k: pre.pop(k) for k in needed if k in pre}
-        self.executor.add_plan(self.compile(needed), cancelled)
+        self._add(needed, cancelled)
 
     def cancel(self, key: str, msg: Any) -> bool:
         """Cancel ``key`` and its dependents, wherever it is now."""
@@ -273,6 +306,34 @@ class Intake:
         # cancelled when compiled.
         self._precancelled[key] = msg
         return self.executor.cancel_handle(key, msg)
+
+    def awaiting(self, key: str) -> None:
+        """The calling code awaits ``key``'s open handle. Inside a block body, a wait
+        for something that cannot end before the block does raises instead."""
+        scope = self.scope.get()
+        if scope is None or scope[1] is None:
+            return
+        block = scope[1]
+        path = wait_cycle(block, key, self._deps_of, self._is_open, self._awaits)
+        if path is not None:
+            raise ConfigurationError(describe_cycle(path, self._name_of))
+        self._awaits[block] = key
+
+    def _deps_of(self, key: str) -> tuple[str, ...]:
+        try:
+            return self.node(key).deps
+        except KeyError:
+            return ()
+
+    def _is_open(self, key: str) -> bool:
+        state = self.executor.state
+        return state.is_open(key) or not state.knows(key)
+
+    def _name_of(self, key: str) -> str:
+        try:
+            return f"{self.node(key).name!r} [{key}]"
+        except KeyError:
+            return repr(key)
 
     def fetch(self, key: str) -> None:
         """Fetch ``key``'s value from the backend that kept it (a remote result)."""

@@ -1,0 +1,48 @@
+"""Errors the executor gives a task when its own machinery failed for it.
+
+An exception inside the engine's callbacks (compiling a slice, dispatching a job,
+resolving a future) must end the futures it concerns and no others: the intake
+and the driver catch it around each task and end that task with an
+:class:`~asyncflow_graph.errors.EngineError` that names the task, the step and the
+internal cause; everything else in the same batch runs on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import EngineError
+from ..spec import Node
+
+if TYPE_CHECKING:
+    from .state import RunState
+
+__all__ = ["compile_error", "internal_error", "stop_iteration_error"]
+
+
+def _error(node: Node | None, key: str, step: str, exc: BaseException) -> EngineError:
+    name = f"{node.name!r} [{key}]" if node is not None else repr(key)
+    error = EngineError(
+        f"task {name} could not be {step}: {type(exc).__name__}: {exc} (an error inside "
+        f"asyncflow_graph, not in the task; the other tasks run on)"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def internal_error(state: RunState, key: str, step: str, exc: BaseException) -> EngineError:
+    """``key`` ended because ``step`` ("dispatched", ...) raised ``exc``."""
+    return _error(state.nodes.get(key), key, step, exc)
+
+
+def compile_error(node: Node, exc: BaseException) -> EngineError:
+    return _error(node, node.key, "compiled", exc)
+
+
+def stop_iteration_error(node: Node, exc: BaseException) -> RuntimeError:
+    """What a task that raised StopIteration fails with: an asyncio future refuses
+    StopIteration (it would end the generator awaiting it), so it travels as the
+    cause of a RuntimeError, as PEP 479 does for generators."""
+    error = RuntimeError(f"task {node.name!r} [{node.key}] raised StopIteration({exc})")
+    error.__cause__ = exc
+    return error
