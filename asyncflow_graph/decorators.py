@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigurationError, UnknownOptionError
+from .errors import ConfigurationError, UnknownOptionError, shown
 from .spec import (
     EMPTY_MAPPING,
     GENERATION_OPTIONS,
@@ -156,7 +156,8 @@ def make_definition(
     """Validate ``func`` and the decorator options at decoration time."""
     if not callable(func):
         raise TypeError(
-            f"@{kind.value}_task expects a function to decorate, got {type(func).__name__} {func!r}"
+            f"@{kind.value}_task expects a function to decorate, got "
+            f"{type(func).__name__} {shown(func)}"
         )
     _refuse_generators(func, kind)
     if kind is TaskKind.BLOCK and not inspect.iscoroutinefunction(func):
@@ -175,7 +176,7 @@ def make_definition(
             if not isinstance(default, dict):
                 raise TypeError(
                     f"the task_description parameter of {func.__name__!r} must default to a "
-                    f"dict, got {default!r}"
+                    f"dict, got {shown(default)}"
                 )
             default_desc = default
     opts = build_options(kind, options)

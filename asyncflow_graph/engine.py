@@ -26,7 +26,7 @@ from .decorators import TaskDefinition, build_options, make_definition
 from .errors import ConfigurationError
 from .executor import Executor, Intake, RunObserver, RunView
 from .graph import Graph
-from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture
+from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture, report_once
 from .listeners import EngineListener, Listeners
 from .protocol import Backend
 from .spec import Node, TaskKind
@@ -77,6 +77,7 @@ class WorkflowEngine:
             block_runner=self._run_block,
         )
         self._executor.remote.on_pending = _fetch_on_await
+        self._executor.on_failed = report_once
         share_nodes(backends, self._executor.state.nodes)
         handle_type = LazyTaskFuture if execution == "lazy" else TaskFuture
         self._intake = Intake(
@@ -159,8 +160,9 @@ class WorkflowEngine:
         uid -> ``{"type", "description", "future"}`` for every handle the engine
         still holds (it keeps no handle alive for this)."""
         from .components import Components
+        from .executor.retention import LiveHandles
 
-        return Components(self._executor.futures)
+        return Components(LiveHandles(self._executor.futures))
 
     @property
     def graph(self) -> Graph:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, shown
 from .tokens import callable_identity
 
 __all__ = [
@@ -79,15 +79,19 @@ class TaskOptions:
             raise ConfigurationError(f"backend= must be a backend name (str), got {self.backend!r}")
         for flag in ("capture_stdio", "service", "pure"):
             if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag}= must be True or False, got {getattr(self, flag)!r}")
+                raise TypeError(f"{flag}= must be True or False, got {shown(getattr(self, flag))}")
         if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigurationError(f"retries= must be an int >= 0, got {self.retries!r}")
+            raise ConfigurationError(f"retries= must be an int >= 0, got {shown(self.retries)}")
         if not isinstance(self.retry_delay, int | float) or self.retry_delay < 0:
-            raise ConfigurationError(f"retry_delay= must be >= 0 seconds, got {self.retry_delay!r}")
+            raise ConfigurationError(
+                f"retry_delay= must be >= 0 seconds, got {shown(self.retry_delay)}"
+            )
         if self.timeout is not None and (
             not isinstance(self.timeout, int | float) or self.timeout <= 0
         ):
-            raise ConfigurationError(f"timeout= must be a positive number, got {self.timeout!r}")
+            raise ConfigurationError(
+                f"timeout= must be a positive number, got {shown(self.timeout)}"
+            )
         if not isinstance(self.task_description, Mapping):
             raise TypeError(
                 f"task_description must be a dict, got {type(self.task_description).__name__}"
@@ -135,7 +139,7 @@ def _check_resources(value: Any, where: str) -> Mapping[str, float]:
     if not ok:
         raise ConfigurationError(
             f"{where} must map resource names to amounts >= 0, for example "
-            f"{{'GPU': 1, 'CPU': 4}}; got {value!r}"
+            f"{{'GPU': 1, 'CPU': 4}}; got {shown(value)}"
         )
     return MappingProxyType(dict(value)) if value else EMPTY_MAPPING
 
@@ -143,27 +147,30 @@ def _check_resources(value: Any, where: str) -> Mapping[str, float]:
 def _check_generation(options: TaskOptions) -> None:
     n = options.max_tokens
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
-        raise ConfigurationError(f"max_tokens= must be an int > 0, got {n!r}")
+        raise ConfigurationError(f"max_tokens= must be an int > 0, got {shown(n)}")
     t = options.temperature
     if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
-        raise ConfigurationError(f"temperature= must be a number >= 0 (0 is greedy), got {t!r}")
+        raise ConfigurationError(
+            f"temperature= must be a number >= 0 (0 is greedy), got {shown(t)}"
+        )
     s = options.system
     if s is not None and (not isinstance(s, str) or not s.strip()):
-        raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {s!r}")
+        raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {shown(s)}")
     object.__setattr__(options, "stop", _normalized_stop(options.stop))
 
 
 def _check_cache(options: TaskOptions) -> None:
     if options.cache is not None and not isinstance(options.cache, bool):
-        raise TypeError(f"cache= must be True, False or None, got {options.cache!r}")
+        raise TypeError(f"cache= must be True, False or None, got {shown(options.cache)}")
     v = options.cache_version
     if v is not None and (not isinstance(v, str | int) or isinstance(v, bool)):
-        raise ConfigurationError(f"cache_version= must be a str or an int, got {v!r}")
+        raise ConfigurationError(f"cache_version= must be a str or an int, got {shown(v)}")
     ignore = options.cache_ignore
     names = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
         raise ConfigurationError(
-            f"cache_ignore= must name arguments, e.g. cache_ignore=('verbose',), got {ignore!r}"
+            f"cache_ignore= must name arguments, e.g. cache_ignore=('verbose',), got "
+            f"{shown(ignore)}"
         )
     object.__setattr__(options, "cache_ignore", tuple(names))
 
@@ -176,7 +183,7 @@ def _normalized_stop(stop: Any) -> tuple[str, ...] | None:
     if not isinstance(items, list | tuple) or not all(isinstance(x, str) and x for x in items):
         raise ConfigurationError(
             f"stop= must be a non-empty string or a list of them, e.g. stop=['\\n\\n'], "
-            f"got {stop!r}"
+            f"got {shown(stop)}"
         )
     return tuple(items) or None
 

@@ -13,12 +13,8 @@ import pytest
 from procs import run_python
 
 import asyncflow_graph as ag
-from asyncflow_graph.errors import (
-    ConfigurationError,
-    DependencyFailureError,
-    EngineError,
-    TaskTimeoutError,
-)
+from asyncflow_graph import errors
+from asyncflow_graph.errors import ConfigurationError, DependencyFailureError, TaskTimeoutError
 
 T = 5
 
@@ -110,7 +106,7 @@ async def test_a_compile_error_inside_the_engine_ends_exactly_its_task(flow, mon
     p = poison()
     out = await ends(innocent(), p, innocent(p), innocent())
     assert out[0] == "ok" and out[3] == "ok"
-    assert isinstance(out[1], EngineError)
+    assert isinstance(out[1], errors.EngineError)
     assert "poison" in str(out[1]) and "compiler bug" in str(out[1])
     assert isinstance(out[1].__cause__, RuntimeError)
     assert isinstance(out[2], DependencyFailureError)
@@ -138,7 +134,7 @@ async def test_a_dispatch_error_inside_the_engine_ends_exactly_its_task(flow, mo
 
     out = await ends(innocent(), poison(), innocent())
     assert out[0] == out[2] == "ok"
-    assert isinstance(out[1], EngineError) and "dispatch bug" in str(out[1])
+    assert isinstance(out[1], errors.EngineError) and "dispatch bug" in str(out[1])
 
 
 # --------------------------------------------------------------------------- generators

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dask_cluster
 import pytest
-from conformance import wait_for_path
 
 from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.errors import DependencyFailureError, TaskTimeoutError
+from asyncflow_graph.testing.tasks import wait_for_path
 
 T = 10
 

@@ -76,7 +76,7 @@ def _cancelled_on_this_worker() -> Callable[[], bool] | None:
     not stop a running task's thread; its command's process group is killed)."""
     try:
         from distributed import get_worker
-        from distributed.threadpoolexecutor import thread_state
+        from distributed.utils import thread_state  # type: ignore[attr-defined]
 
         worker, key = get_worker(), thread_state.key
     except Exception:  # not on a Dask worker (a local scheduler): nothing to ask

@@ -22,7 +22,7 @@ import inspect
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from ..coro import resume
@@ -47,14 +47,19 @@ def calls_of(work: Work) -> list[Call]:
     return [n.to_call() for n in work.nodes]
 
 
-def run_chain(calls: Sequence[Call], inputs: Mapping[str, Any]) -> list[Outcome]:
+def run_chain(
+    calls: Sequence[Call], inputs: Mapping[str, Any], stop: Container[str] | None = None
+) -> list[Outcome]:
     """Run ``calls`` (a chain: each later call takes the one before) back to back
-    with ``inputs`` (the work's input values); stop at the first failure.
+    with ``inputs`` (the work's input values); stop at the first failure, or before
+    a call whose key is in ``stop`` (cancelled meanwhile: its body never starts).
     Coroutine functions get a private event loop (we are off the engine's loop
     here). Returns ``(key, ok, value-or-exception)`` outcomes, in order."""
     values: Mapping[str, Any] = inputs
     out: list[Outcome] = []
     for c in calls:
+        if stop is not None and c.key in stop:
+            return out
         try:
             value = call(c, values)
             if inspect.iscoroutine(value):
@@ -74,8 +79,10 @@ def run_pickled_chain(payload: bytes) -> bytes:
     that task instead of breaking the pool."""
     import cloudpickle
 
-    calls, inputs = cloudpickle.loads(payload)
-    outcomes = run_chain(calls, inputs)
+    # (calls, inputs) or (calls, inputs, stop): stop, e.g. a FlagDirectory, is asked
+    # before each call as run_chain does
+    calls, inputs, *stop = cloudpickle.loads(payload)
+    outcomes = run_chain(calls, inputs, stop[0] if stop else None)
     try:
         return bytes(cloudpickle.dumps(outcomes))
     except Exception:

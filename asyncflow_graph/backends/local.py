@@ -32,6 +32,7 @@ from ..spec import call
 from .asyncflow_api import AsyncFlowBackendAPI, mark_attached
 from .helpers import calls_of, run_chain, run_command, run_pickled_chain
 from .local_tasks import TaskDictRunner
+from .stops import Stops
 
 __all__ = ["LocalExecutionBackend"]
 
@@ -64,6 +65,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         #: code, not function: closures made per task share one entry (a cache by
         #: function would keep every one alive), and unhashable callables work.
         self._is_async: dict[types.CodeType, bool] = {}
+        self._stops = Stops()  # keys cancelled while their unit runs or waits in the pool
         self._closed = False
         self._init_asyncflow_api()
         self._dicts = TaskDictRunner(self)
@@ -145,10 +147,13 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     ) -> None:
         report = self.context.reporter
         node = work.nodes[i]
+        stopped = self._stops.open(work.key) if len(work.nodes) > i + 1 else ()
         try:
             value = await resume(coro, yielded)
             report.done(node.key, value)
             for node in work.nodes[i + 1 :]:
+                if node.key in stopped:  # cancelled while the task before it ran
+                    return
                 report.running(node.key)
                 value = await call(node, {node.deps[0]: value})
                 report.done(node.key, value)
@@ -159,6 +164,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             report.failed(node.key, exc)
         finally:
             self._forget(work.key)
+            self._stops.done(work.key, stopped)
 
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
@@ -180,17 +186,19 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         loop = self.context.loop
         calls = calls_of(work)
         inputs = dict(work.inputs)
+        stopped = self._stops.open(work.key)  # asked before each call, the first too
         report.running(work.key)  # handed to the pool (a thread may still be busy)
         try:
             if self._processes:
                 import cloudpickle
 
-                blob = await loop.run_in_executor(
-                    self._executor, run_pickled_chain, cloudpickle.dumps((calls, inputs))
-                )
+                payload = cloudpickle.dumps((calls, inputs, self._stops.flags()))
+                blob = await loop.run_in_executor(self._executor, run_pickled_chain, payload)
                 outcomes = cloudpickle.loads(blob)
             else:
-                outcomes = await loop.run_in_executor(self._executor, run_chain, calls, inputs)
+                outcomes = await loop.run_in_executor(
+                    self._executor, run_chain, calls, inputs, stopped
+                )
         except asyncio.CancelledError:
             report.cancelled(work.key)
             raise
@@ -209,6 +217,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             return
         finally:
             self._forget(work.key)
+            self._stops.done(work.key, stopped)
         report.ended(outcomes)
 
     async def _run_command(self, work: Work) -> None:
@@ -243,6 +252,11 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     # -- cancel / close -----------------------------------------------------------------
 
     async def cancel(self, work: Work) -> None:
+        # Before anything else (the executor runs this first step at once): no body
+        # of work.nodes starts any more, in a thread, a worker process or on the loop.
+        self._stops.stop(work)
+        if work.nodes[0].key != work.key:
+            return  # the tail of a running chain: the tasks before it run on
         task = self._tasks.pop(work.key, None)
         if task is not None and not task.done():
             task.cancel()
@@ -270,3 +284,4 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             await asyncio.wait(tasks, timeout=10)
         # Never block the loop on running threads: the pool drains in a helper thread.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self._stops.close()

@@ -40,6 +40,7 @@ from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, Sto
 from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
+from .retention import HandleRef, Retention, clear_frames
 from .state import RunState
 from .view import ExecutorView
 
@@ -68,8 +69,10 @@ class Executor:
         self.state = RunState()
         self.backends: dict[str, Backend] = {}
         self.capabilities: dict[str, Capabilities] = {}
-        #: key -> its handle (made by the intake); resolved here only
-        self.futures: dict[str, asyncio.Future[Any]] = {}
+        #: key -> a weak reference to its handle (made by the intake); resolved here only
+        self.futures: dict[str, HandleRef] = {}
+        self.retention = Retention(loop, self.state)
+        self._unheld = self.retention.unheld
         self.observers = Observers()
         self.inflight = InFlight(loop, self.backends, self.spawn)
         self.view: RunView = ExecutorView(self.state, self.inflight.works)
@@ -79,10 +82,13 @@ class Executor:
         self.loop_tasks = LoopTasks(loop, self)  # block bodies and builders, by key
         #: key -> the command / prompt its builder made (shown in its description)
         self.payloads: dict[str, Command | str] = {}
+        self.retention.hooks.append(self._let_go)
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
         self.submit_gate: Callable[[str, list[Work]], list[Work]] | None = None  # the cache's
+        #: called with each handle failed here (the engine makes it report its error once)
+        self.on_failed: Callable[[asyncio.Future[Any]], None] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -201,7 +207,7 @@ class Executor:
         inflight, in_flight = self.inflight, self.inflight.works
         for w in works:  # inlined: once per submission on the hot path
             unit = w.unit
-            if unit.graph:  # each key of a graph unit ends on its own
+            if len(unit.keys) > 1:  # a key of a graph unit ends alone, a chain's tail too
                 for k in unit.keys:
                     in_flight[k] = w
             in_flight[unit.keys[0]] = w
@@ -225,7 +231,7 @@ class Executor:
 
     def _start_block(self, node: Node) -> None:
         args, kwargs = bind(node, self.remote.view(self.state.values))
-        fut = self.futures.get(node.key)
+        fut = self.handle(node.key)
         if fut is not None:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
         self.state.running(node.key)
@@ -244,7 +250,8 @@ class Executor:
         self.state.running(key)
         if self.observers.on_running:
             self.observers.running(key)
-        fut = self.futures.get(key)
+        ref = self.futures.get(key)
+        fut = ref() if ref is not None else None
         if fut is not None and not fut.done():
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
 
@@ -260,7 +267,8 @@ class Executor:
             self.inflight.finish(job.unit.keys[0])
         if self.observers.on_done:
             self.observers.done(key, value)
-        fut = self.futures.get(key)
+        ref = self.futures.get(key)
+        fut = ref() if ref is not None else None
         if fut is not None and not fut.done():
             fut.state = TaskState.DONE  # type: ignore[attr-defined]
             if type(value) is Remote:
@@ -269,6 +277,10 @@ class Executor:
                 fut.set_result(value)
         elif type(value) is Remote:
             self.remote.refs[key] = value
+        unit = job.unit
+        deps = unit.inputs if len(unit.keys) == 1 else state.nodes[key].deps
+        if deps or key in self._unheld:  # values this run may let go of now
+            self.retention.ended(key, deps)
         if ready is not None:
             if self._held is not None:
                 self._held.extend(ready.jobs)
@@ -330,7 +342,7 @@ class Executor:
 
     def fetch_for_handle(self, key: str) -> None:
         """Fetch ``key``'s remote value and resolve its handle future."""
-        self.remote.resolve_handle(key, self.futures.get(key))
+        self.remote.resolve_handle(key, self.handle(key))
 
     def _timed_out(self, job: Job) -> None:
         self.inflight.timer_fired(job.unit.keys[0])
@@ -345,7 +357,7 @@ class Executor:
                 self._resolve(key)
             except Exception as exc:  # never leave the other keys' futures pending
                 log.exception("resolving the future of %r failed", key)
-                fut = self.futures.get(key)
+                fut = self.handle(key)
                 if fut is not None and not fut.done():
                     fut.set_exception(internal_error(self.state, key, "ended", exc))
 
@@ -354,23 +366,26 @@ class Executor:
         future."""
         state, observers = self.state, self.observers
         self.loop_tasks.cancel(key, state.cancelled.get(key))
-        fut = self.futures.get(key)
+        fut = self.handle(key)
         if key in state.failures:
             exc = state.failures[key]
+            if not isinstance(exc, DependencyFailureError):  # never raised: no frames
+                clear_frames(exc)  # a reported failure keeps no frame's locals alive
             if observers.all:
                 observers.notify("on_failed", key, exc)
             self.inflight.stop(key, state.nodes[key], cancelled=False)
             if fut is not None and not fut.done():
                 fut.state = TaskState.FAILED  # type: ignore[attr-defined]
                 fut.set_exception(exc)
-                if isinstance(exc, DependencyFailureError):
-                    fut._log_traceback = False  # its root cause is logged, not each dependent
+                if self.on_failed is not None:
+                    self.on_failed(fut)  # reported once, through whichever handle
         else:
             if observers.all:
                 observers.notify("on_cancelled", key, state.cancelled.get(key))
             self.inflight.stop(key, state.nodes[key], cancelled=True)
             if fut is not None and not fut.done():
                 self.cancel_handle(key, state.cancelled.get(key))
+        self.retention.ended(key, state.nodes[key].deps)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background; shutdown waits for it."""
@@ -388,7 +403,7 @@ class Executor:
     def cancel_handle(self, key: str, msg: Any) -> bool:
         """End ``key``'s handle cancelled (the run state has ended it, or never
         will: a key not compiled, shutdown)."""
-        fut = self.futures.get(key)
+        fut = self.handle(key)
         if fut is None or fut.done():
             return False
         fut.state = TaskState.CANCELLED  # type: ignore[attr-defined]
@@ -400,7 +415,7 @@ class Executor:
         """Cancel (or wait for) open work, close every backend concurrently, then
         end every handle still open (lazy tasks never demanded): every future ends."""
         if not cancel:
-            pending = [f for k, f in self.futures.items() if self.state.is_open(k)]
+            pending = [f for k in self.state.open_keys() if (f := self.handle(k)) is not None]
             if pending:
                 await asyncio.wait(pending)
         self.state.closing = True
@@ -434,6 +449,40 @@ class Executor:
     def cancel_unfinished(self, msg: str) -> None:
         for key in list(self.futures):
             self.cancel_handle(key, msg)
+
+    # -- handles --------------------------------------------------------------------------
+
+    def handle(self, key: str) -> asyncio.Future[Any] | None:
+        """``key``'s handle, if anyone still holds it."""
+        ref = self.futures.get(key)
+        return ref() if ref is not None else None
+
+    def rehandle(self, key: str, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """``fut`` is a new handle of the known ``key`` (a pure call again): it gets
+        the state ``key`` is in, its value or error."""
+        state = self.state
+        outcome = state.outcome(key)
+        if outcome is TaskState.DONE:
+            fut.state = outcome  # type: ignore[attr-defined]
+            fut.set_result(state.values[key])
+        elif outcome is TaskState.FAILED:
+            fut.state = outcome  # type: ignore[attr-defined]
+            fut.set_exception(state.failures[key])
+            if self.on_failed is not None:
+                self.on_failed(fut)
+        elif outcome is TaskState.CANCELLED:
+            self.cancel_handle(key, state.cancelled[key])
+        elif outcome is TaskState.RUNNING:
+            fut.state = outcome  # type: ignore[attr-defined]
+        return fut
+
+    def _let_go(self, key: str) -> None:
+        """The run let go of ``key``'s value (or forgot it): so does the executor."""
+        self.payloads.pop(key, None)
+        self.remote.forget(key)
+        ref = self.futures.get(key)
+        if ref is not None and ref() is None:
+            del self.futures[key]
 
 
 async def _close_all(backends: Iterable[Backend], timeout: float) -> None:

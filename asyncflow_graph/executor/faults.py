@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import EngineError
+from ..errors import EngineError, shorten
 from ..spec import Node
 
 if TYPE_CHECKING:
@@ -23,8 +23,8 @@ __all__ = ["compile_error", "internal_error", "stop_iteration_error"]
 def _error(node: Node | None, key: str, step: str, exc: BaseException) -> EngineError:
     name = f"{node.name!r} [{key}]" if node is not None else repr(key)
     error = EngineError(
-        f"task {name} could not be {step}: {type(exc).__name__}: {exc} (an error inside "
-        f"asyncflow_graph, not in the task; the other tasks run on)"
+        f"task {name} could not be {step}: {type(exc).__name__}: {shorten(str(exc))} (an "
+        f"error inside asyncflow_graph, not in the task; the other tasks run on)"
     )
     error.__cause__ = exc
     return error

@@ -7,9 +7,11 @@ its submission until its backend reports it ended, it times out, or it is stoppe
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from ..coro import first_step
 from ..protocol import Backend, Work
 from ..spec import EMPTY_MAPPING, Node
 
@@ -30,7 +32,7 @@ class InFlight:
         self._loop = loop
         self._backends = backends
         self._spawn = spawn
-        #: head key (and every key of a graph unit) -> the work a backend holds
+        #: head key (and every key of a unit of several) -> the work a backend holds
         self.works: dict[str, Work] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -44,7 +46,10 @@ class InFlight:
 
     def finish(self, head: str) -> None:
         """Forget ``head``'s work (its backend reported the end): nothing to cancel."""
-        self.works.pop(head, None)
+        work = self.works.pop(head, None)
+        if work is not None and not work.unit.graph and len(work.unit.keys) > 1:
+            for k in work.unit.keys:  # a chain: every key's entry
+                self.works.pop(k, None)
         timer = self._timers.pop(head, None)
         if timer is not None:
             timer.cancel()
@@ -65,16 +70,40 @@ class InFlight:
             work.unit.backend,
         )
         self.finish(key)  # the failure that follows must not cancel it again
-        self._spawn(self._backends[work.unit.backend].cancel(work))
+        self._cancel(self._backends[work.unit.backend], work)
 
     def stop(self, key: str, node: Node, *, cancelled: bool) -> None:
         """``key`` ended without its backend saying so: stop what still runs it."""
         work = self.works.get(key)
         if work is None:
             return
-        self.finish(key)
-        backend = self._backends[work.unit.backend]
-        if not work.unit.graph:
-            self._spawn(backend.cancel(work))
-        elif cancelled:  # stop this key only; a failure already stopped its dependents
-            self._spawn(backend.cancel(Work(work.unit, (node,), EMPTY_MAPPING)))
+        unit = work.unit
+        backend = self._backends[unit.backend]
+        if unit.graph:
+            self.finish(key)
+            if cancelled:  # stop this key only; a failure already stopped its dependents
+                self._cancel(backend, Work(unit, (node,), EMPTY_MAPPING))
+        elif key == unit.keys[0]:
+            self.finish(key)
+            self._cancel(backend, work)
+        else:  # a running chain loses its tail from ``key`` on; the keys before run on
+            i = unit.keys.index(key)
+            for k in unit.keys[i:]:
+                self.works.pop(k, None)
+            self._cancel(backend, Work(unit, work.nodes[i:], EMPTY_MAPPING))
+
+    def _cancel(self, backend: Backend, work: Work) -> None:
+        """``backend.cancel(work)``, its first step now: when the cancel that ended a
+        key returns, a backend that can act at once has (nothing of ``work`` starts
+        after it), and the rest runs in the background."""
+        aw = backend.cancel(work)
+        if not inspect.iscoroutine(aw):
+            self._spawn(aw)
+            return
+        try:
+            _, rest = first_step(aw)
+        except Exception:
+            log.exception("backend %r failed to cancel %r", backend.name, work.key)
+            return
+        if rest is not None:
+            self._spawn(rest[0])

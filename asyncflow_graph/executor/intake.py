@@ -20,6 +20,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._gc import gc_paused
@@ -28,8 +29,9 @@ from ..describe import describe
 from ..errors import ConfigurationError, EngineClosedError
 from ..graph import Graph
 from ..protocol import ENGINE_BACKEND, TaskState
-from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
+from ..spec import EMPTY_MAPPING, Node, Ref, TaskKind, bind
 from .faults import compile_error
+from .retention import RELEASED, HandleRef
 from .waits import describe_cycle, wait_cycle
 
 if TYPE_CHECKING:
@@ -79,10 +81,14 @@ class Intake:
         self.scope: ContextVar[Scope | None] = ContextVar(
             f"asyncflow_graph.{executor.engine_uid}", default=None
         )
-        self._graph = Graph()
+        #: eager: the nodes created this turn; lazy: every node not demanded yet
         self._pending: dict[str, Node] = {}
-        #: merged into the graph, not compiled yet: iterators over earlier turns' nodes
-        self._backlog: collections.deque[Iterator[tuple[str, Node]]] = collections.deque()
+        #: earlier turns' batches, not all compiled yet, each with its iterator
+        self._backlog: collections.deque[tuple[dict[str, Node], Iterator[tuple[str, Node]]]]
+        self._backlog = collections.deque()
+        self.retention = executor.retention
+        self._dropped = self.retention.dropped  # the weakref callback of every handle
+        self.retention.hooks.append(self._forget)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
         self._compiling = False  # inside _compile_slice: a cancel must not flush
@@ -90,6 +96,10 @@ class Intake:
         self._demanded: list[str] = []  # lazy keys awaited before the backends started
         #: block key -> the key its body awaits now (or last awaited)
         self._awaits: dict[str, str] = {}
+        #: a pure call's key -> the key it runs under now (its first value was let go
+        #: of while its node was still needed), and back
+        self._renamed: dict[str, str] = {}
+        self._base: dict[str, str] = {}
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
         #: the result cache's compiler pass, once the engine opened one
@@ -115,7 +125,22 @@ class Intake:
         )
 
     def existing(self, key: str) -> asyncio.Future[Any] | None:
-        return self.executor.futures.get(key)
+        """The live handle of ``key`` (a pure call made before), else a new handle
+        for it if the run still knows it; None when it must be made anew."""
+        key = self._renamed.get(key, key)
+        ref = self.executor.futures.get(key)
+        fut = ref() if ref is not None else None
+        if fut is not None:
+            return fut
+        if not self._known(key):
+            return None
+        return self.executor.rehandle(key, self._handle(key))
+
+    def _known(self, key: str) -> bool:
+        state = self.executor.state
+        return (state.knows(key) and state.values.get(key) is not RELEASED) or (
+            key in self._pending or any(key in batch for batch, _ in self._backlog)
+        )
 
     def add(self, node: Node) -> Any:
         if self.closed:
@@ -123,16 +148,47 @@ class Intake:
                 f"engine {self.executor.engine_uid} has been shut down; create a new "
                 f"WorkflowEngine to run {node.name!r}"
             )
+        if node.options.pure and self._taken(node.key):  # its value was let go of: anew
+            base = self._base.get(node.key, node.key)
+            node = replace(node, key=f"{base}.{next(self.counter)}")
+            self._renamed[base] = node.key
+            self._base[node.key] = base
         # Inlined: once per task on the hot path.
+        key = node.key
         fut = self.handle_type(loop=self.loop)
-        fut.key = node.key
+        fut.key = key
         fut.state = TaskState.PENDING
         fut.host = self
-        self.executor.futures[node.key] = fut
-        self._pending[node.key] = node
+        ref = HandleRef(fut, self._dropped)  # the run holds handles weakly
+        ref.key = key
+        self.executor.futures[key] = ref
+        if node.deps:
+            self.retention.depend(node.deps)
+        self._pending[key] = node
         if not self._flush_scheduled and not self.lazy:
             self._schedule_flush()
         return fut
+
+    def _handle(self, key: str) -> asyncio.Future[Any]:
+        fut = self.handle_type(loop=self.loop)
+        fut.key = key
+        fut.state = TaskState.PENDING
+        fut.host = self
+        ref = HandleRef(fut, self._dropped)
+        ref.key = key
+        self.executor.futures[key] = ref
+        self.retention.held_again(key)
+        return fut  # type: ignore[no-any-return]
+
+    def _taken(self, key: str) -> bool:
+        """A pure call's key the run still knows, though not as a usable value."""
+        return self.executor.state.knows(key) or key in self._pending
+
+    def _forget(self, key: str) -> None:
+        self._awaits.pop(key, None)
+        base = self._base.pop(key, None)
+        if base is not None and self._renamed.get(base) == key:
+            del self._renamed[base]
 
     def adopt(self, graph: Graph) -> dict[str, asyncio.Future[Any]]:
         """Add the nodes of an unbound graph (the script face's ``compute()``)."""
@@ -142,16 +198,45 @@ class Intake:
 
     @property
     def graph(self) -> Graph:
-        """Every task created so far, as an immutable graph."""
-        if self._pending:
-            self._graph = self._graph.merge(self._pending.values())
-            if self.lazy:  # eager mode keeps them pending for the end-of-turn compile
-                self._pending = {}
-        return self._graph
+        """Every task the run still knows (created and not forgotten), as an
+        immutable graph: a snapshot, built when asked for."""
+        return Graph({k: self.node(k) for k in self._known_keys()})
+
+    def _known_keys(self) -> Iterator[str]:
+        """Every key known, in creation order (eager slices compile in that order)."""
+        yield from self.executor.state.nodes
+        for batch, _ in self._backlog:
+            yield from (k for k in batch if k not in self.executor.state.nodes)
+        yield from self._pending
+
+    def graph_of(self, keys: Iterable[str]) -> Graph:
+        """``keys`` and their ancestors still known, in creation order."""
+        found: set[str] = set()
+        todo = list(keys)
+        while todo:
+            k = todo.pop()
+            if k in found:
+                continue
+            node = self._node_or_none(k)
+            if node is not None:
+                found.add(k)
+                todo.extend(node.deps)
+        return Graph({k: self.node(k) for k in self._known_keys() if k in found})
 
     def node(self, key: str) -> Node:
+        node = self._node_or_none(key)
+        if node is None:
+            raise KeyError(key)
+        return node
+
+    def _node_or_none(self, key: str) -> Node | None:
         node = self._pending.get(key) or self.executor.state.nodes.get(key)
-        return node if node is not None else self.graph[key]
+        if node is None:
+            for batch, _ in self._backlog:
+                node = batch.get(key)
+                if node is not None:
+                    break
+        return node
 
     def compile(self, nodes: Mapping[str, Node]) -> Plan:
         executor = self.executor
@@ -166,8 +251,7 @@ class Intake:
 
     def plan_for(self, keys: Iterable[str] | None) -> Plan:
         """The plan for ``keys`` and their ancestors (every task if None)."""
-        graph = self.graph
-        return self.compile(graph if keys is None else graph.cull(keys))
+        return self.compile(self.graph if keys is None else self.graph_of(keys))
 
     # -- eager compilation ----------------------------------------------------------------
 
@@ -210,14 +294,12 @@ class Intake:
     def _take_pending(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, {}
-            with gc_paused(len(batch)):
-                self._graph = self._graph.merge(batch.values())
-            self._backlog.append(iter(batch.items()))
+            self._backlog.append((batch, iter(batch.items())))
 
     def _compile_slice(self) -> None:
         backlog = self._backlog
         while backlog:
-            chunk = dict(itertools.islice(backlog[0], COMPILE_CHUNK))
+            chunk = dict(itertools.islice(backlog[0][1], COMPILE_CHUNK))
             if len(chunk) < COMPILE_CHUNK:
                 backlog.popleft()
             if chunk:
@@ -268,30 +350,36 @@ class Intake:
         node = self.node(key)
         values = self.executor.state.values
         args, kwargs = node.args, node.kwargs
-        if node.deps and all(d in values for d in node.deps):
-            args, kwargs = bind(node, values)
+        if node.deps:  # inputs shown by value once known (and not released yet)
+            known = _OrRef(
+                (d, v) for d in node.deps if (v := values.get(d, RELEASED)) is not RELEASED
+            )
+            if known:
+                args, kwargs = bind(node, known)
         payload = self.executor.payloads.get(key)
-        return describe(node, self.graph, args=args, kwargs=kwargs, payload=payload)
+        deps = {d: n for d in node.deps if (n := self._node_or_none(d)) is not None}
+        return describe(node, deps, args=args, kwargs=kwargs, payload=payload)
 
     def demand(self, key: str) -> None:
         """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
         state = self.executor.state
         if self.dead or state.knows(key):
             return
-        graph = self.graph
         needed: dict[str, Node] = {}
         todo = [key]
         while todo:
             k = todo.pop()
             if k in needed or state.knows(k):
                 continue
-            needed[k] = graph[k]
-            todo.extend(graph[k].deps)
+            needed[k] = node = self.node(k)
+            todo.extend(node.deps)
         if not self.started:
             self._demanded.append(key)
             return
         pre = self._precancelled
         cancelled = {k: pre.pop(k) for k in needed if k in pre}
+        for k in needed:
+            del self._pending[k]  # compiled now: the run state holds it
         self._add(needed, cancelled)
 
     def cancel(self, key: str, msg: Any) -> bool:
@@ -344,9 +432,7 @@ class Intake:
     def close(self) -> None:
         """Stop taking tasks; compile what eager mode still owes the run."""
         self._flush_scheduled = False
-        if self.lazy:
-            _ = self.graph  # merge the pending nodes: they end cancelled with the rest
-        else:
+        if not self.lazy:
             self.flush()
         self.closed = True
 
@@ -354,6 +440,13 @@ class Intake:
         """The start failed: nothing may be compiled onto half-started backends."""
         self.dead = self.closed = True
         self._pending = {}
+
+
+class _OrRef(dict[str, Any]):
+    """Values by key; a key without one (not known yet, or released) stays a Ref."""
+
+    def __missing__(self, key: str) -> Ref:
+        return Ref(key)
 
 
 def _pickles(obj: object) -> bool:

@@ -321,6 +321,7 @@ class RunState:
 
     def _end(self, key: str, outcome: Any, *, failed: bool) -> list[str]:
         ended: list[str] = []
+        waiting: dict[int, Job] = {}  # jobs not dispatched yet that lost keys here
         # (key, outcome, index of key in its unit or -1): the index rides along so a
         # long fused chain ends in linear time.
         stack: list[tuple[str, Any, int]] = [(key, outcome, -1)]
@@ -334,7 +335,9 @@ class RunState:
             else:
                 self.cancelled[k] = out
             ended.append(k)
-            if job.status != WAITING:
+            if job.status == WAITING:
+                waiting[id(job)] = job
+            else:
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.status = ENDED
@@ -355,7 +358,23 @@ class RunState:
                     head = j.unit.keys[0]
                     err = self._dependency_error(head, out) if failed else out
                     stack.append((head, err, 0))
+        if waiting:
+            self._trim(waiting.values())
         return ended
+
+    def _trim(self, jobs: Iterable[Job]) -> None:
+        """Jobs still waiting for their inputs lost keys: they run without them
+        when ready (a chain keeps its head part, a graph unit its other keys), and
+        not at all when nothing is left. An ended key's body never runs."""
+        job_of = self._job_of
+        for job in jobs:
+            if job.status != WAITING:
+                continue
+            keys = tuple(k for k in job.unit.keys if job_of.get(k) is job)
+            if not keys:
+                job.status = ENDED
+            elif len(keys) < len(job.unit.keys):
+                job.unit = job.unit._replace(keys=keys)
 
     def _graph_dependents(
         self, job: Job, key: str, out: Any, failed: bool

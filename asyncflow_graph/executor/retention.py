@@ -1,0 +1,202 @@
+"""What a long run lets go of: values, and everything about ended keys nobody
+can ask about any more.
+
+The run holds its handles weakly (:class:`HandleRef`): the user's references decide
+how long a handle lives. Three facts then decide what a key still needs:
+
+* a **value** is released (replaced by :data:`RELEASED`) once the key's handle is
+  gone and no dependent is still to end (one created but not compiled counts);
+* a key is **forgotten** — node, value or error, duration, payload — once its
+  handle is gone and every dependent is forgotten too: a held handle keeps the
+  nodes of its ancestors (small), so its ``.task``, ``.graph`` and ``visualize()``
+  stay whole, but not their values;
+* a key still open is never touched; it is looked at again when it ends.
+
+So a program that keeps no handle runs in flat memory, as Dask distributed forgets
+a key when its last future goes. A handle is dropped on whatever thread dropped the
+last reference (a worker thread, the cyclic GC): :meth:`Retention.dropped` only
+queues the key; the loop does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .state import RunState
+
+__all__ = ["RELEASED", "HandleRef", "LiveHandles", "Retention", "clear_frames"]
+
+
+class _Released:
+    """Stands in ``RunState.values`` for a value that was let go of: the key is
+    still DONE, its value is gone."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<released value>"
+
+
+RELEASED: Any = _Released()
+
+
+class HandleRef(weakref.ref["asyncio.Future[Any]"]):
+    """A weak reference to a handle that knows the handle's key."""
+
+    __slots__ = ("key",)
+    key: str
+
+
+class Retention:
+    __slots__ = ("_dropped", "_loop", "_scheduled", "_state", "hooks", "pending", "unheld", "users")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, state: RunState) -> None:
+        self._loop = loop
+        self._state = state
+        #: key -> dependents not ended yet (created: compiled or not)
+        self.pending: dict[str, int] = {}
+        #: key -> dependents not forgotten yet
+        self.users: dict[str, int] = {}
+        #: keys whose handle is gone (and that are not forgotten yet)
+        self.unheld: set[str] = set()
+        #: called with each key forgotten or whose value is released (the executor's
+        #: and the intake's own per-key tables)
+        self.hooks: list[Callable[[str], object]] = []
+        self._dropped: list[str] = []
+        self._scheduled = False
+
+    # -- events -----------------------------------------------------------------------
+
+    def depend(self, deps: Iterable[str]) -> None:
+        """A new task depends on ``deps``: their values stay until it ended."""
+        pending, users = self.pending, self.users
+        for d in deps:
+            pending[d] = pending.get(d, 0) + 1
+            users[d] = users.get(d, 0) + 1
+
+    def ended(self, key: str, deps: tuple[str, ...]) -> None:
+        """``key`` ended (any outcome); ``deps`` are its dependencies."""
+        todo: list[str] = []
+        if deps:
+            pending = self.pending
+            for d in deps:
+                n = pending.get(d, 1) - 1
+                if n:
+                    pending[d] = n
+                else:
+                    pending.pop(d, None)
+                    todo.append(d)
+        if key in self.unheld:
+            todo.append(key)
+        if todo:
+            self._settle(todo)
+
+    def dropped(self, ref: HandleRef) -> None:
+        """Weakref callback: a handle is gone. Any thread; the loop acts on it."""
+        self._dropped.append(ref.key)
+        if self._scheduled:
+            return
+        self._scheduled = True
+        loop = self._loop
+        try:
+            if loop.is_closed():
+                self._drain()  # nothing runs on the loop any more: no race left
+            else:
+                loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # closed meanwhile
+            self._scheduled = False
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        keys, self._dropped = self._dropped, []
+        self.unheld.update(keys)
+        self._settle(keys)
+
+    def held_again(self, key: str) -> None:
+        """A new handle was made for ``key`` (a pure call of a known key)."""
+        self.unheld.discard(key)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def _settle(self, todo: list[str]) -> None:
+        state, unheld = self._state, self.unheld
+        values, failures, cancelled = state.values, state.failures, state.cancelled
+        while todo:
+            k = todo.pop()
+            if k not in unheld or self.pending.get(k) or state.is_open(k):
+                continue
+            if k not in values and k not in failures and k not in cancelled:
+                continue  # not compiled yet: looked at again when it ends
+            if self.users.get(k):
+                if values.get(k, RELEASED) is not RELEASED:
+                    values[k] = RELEASED  # its dependents ended; held ones keep the node
+                    for hook in self.hooks:
+                        hook(k)
+                continue
+            todo.extend(self._forget(k))
+
+    def _forget(self, key: str) -> list[str]:
+        """Forget ``key``; returns the dependencies that may be forgotten now."""
+        state = self._state
+        node = state.nodes.pop(key, None)
+        state.values.pop(key, None)
+        state.failures.pop(key, None)
+        state.cancelled.pop(key, None)
+        state.durations.pop(key, None)
+        self.unheld.discard(key)
+        for hook in self.hooks:
+            hook(key)
+        freed: list[str] = []
+        if node is not None:
+            users = self.users
+            for d in node.deps:
+                n = users.get(d, 1) - 1
+                if n:
+                    users[d] = n
+                else:
+                    users.pop(d, None)
+                    freed.append(d)
+        return freed
+
+
+class LiveHandles(Mapping[str, "asyncio.Future[Any]"]):
+    """key -> handle, for the handles still alive (a view over the weak table)."""
+
+    __slots__ = ("_refs",)
+
+    def __init__(self, refs: Mapping[str, HandleRef]) -> None:
+        self._refs = refs
+
+    def __getitem__(self, key: str) -> asyncio.Future[Any]:
+        fut = self._refs[key]()
+        if fut is None:
+            raise KeyError(key)
+        return fut
+
+    def __iter__(self) -> Iterator[str]:
+        refs = self._refs
+        return (k for k, r in list(refs.items()) if r() is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for r in list(self._refs.values()) if r() is not None)
+
+
+def clear_frames(exc: BaseException) -> None:
+    """Let go of the local variables of every frame in ``exc``'s traceback (and its
+    causes'): a reported failure keeps its message, type and line numbers, not the
+    objects its frames held. Frames still running are left alone."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if e.__traceback__ is not None:
+            traceback.clear_frames(e.__traceback__)
+        todo += (e.__cause__, e.__context__)
