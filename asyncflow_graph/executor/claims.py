@@ -68,9 +68,9 @@ def release_backend(backend: Any, engine_uid: str, *, closed: bool) -> None:
         del _backends[id(target)]
 
 
-def claim_directory(path: os.PathLike[str] | str, engine_uid: str, owner: Any) -> str:
+def claim_directory(path: os.PathLike[str] | str, engine_uid: str, owner: Any) -> None:
     """Claim session directory ``path`` for ``owner`` (an object that lives as long
-    as the engine), or refuse it. Returns the normalized path."""
+    as the engine), or refuse it."""
     where = os.path.abspath(os.fspath(path))
     entry = _directories.get(where)
     if entry is not None and entry[1]() is not None:
@@ -82,10 +82,10 @@ def claim_directory(path: os.PathLike[str] | str, engine_uid: str, owner: Any) -
             f"shut the other one down first"
         )
     _directories[where] = (engine_uid, weakref.ref(owner))
-    return where
 
 
-def release_directory(where: str, owner: Any) -> None:
+def release_directory(path: os.PathLike[str] | str, owner: Any) -> None:
+    where = os.path.abspath(os.fspath(path))
     entry = _directories.get(where)
     if entry is not None and entry[1]() in (owner, None):
         del _directories[where]

@@ -31,16 +31,17 @@ from ..protocol import (
     Work,
 )
 from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
-from . import claims
+from . import claims, closing
 from .builders import Builders
 from .events import RunObserver, RunView
-from .faults import internal_error, stop_iteration_error
+from .faults import internal_error, log_retry, stop_iteration_error
+from .handles import Handles
 from .inflight import InFlight
 from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
 from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
-from .retention import HandleRef, Retention, clear_frames
+from .retention import Retention, clear_frames
 from .state import RunState
 from .view import ExecutorView
 
@@ -65,12 +66,12 @@ class Executor:
         self.loop = loop
         self.engine_uid = engine_uid
         self.work_dir = work_dir
-        self._directory = claims.claim_directory(work_dir, engine_uid, self)
+        claims.claim_directory(work_dir, engine_uid, self)
         self.state = RunState()
         self.backends: dict[str, Backend] = {}
         self.capabilities: dict[str, Capabilities] = {}
-        #: key -> a weak reference to its handle (made by the intake); resolved here only
-        self.futures: dict[str, HandleRef] = {}
+        self.handles = Handles()  # weak: made by the intake, resolved here only
+        self.futures = self.handles.refs
         self.retention = Retention(loop, self.state)
         self._unheld = self.retention.unheld
         self.observers = Observers()
@@ -87,8 +88,6 @@ class Executor:
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
         self.submit_gate: Callable[[str, list[Work]], list[Work]] | None = None  # the cache's
-        #: called with each handle failed here (the engine makes it report its error once)
-        self.on_failed: Callable[[asyncio.Future[Any]], None] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -165,7 +164,7 @@ class Executor:
                         batch.append(work)
                 else:
                     # The timeout counts from here: the builder is part of the task.
-                    self._arm(job, head)
+                    self.inflight.arm_node(head, partial(self._timed_out, job))
                     self.builders.build(head, work)
             except Exception as exc:
                 head_key = unit.keys[0]
@@ -173,31 +172,20 @@ class Executor:
         for name, works in batches.items():
             self.submit(name, works)
 
-    def _arm(self, job: Job, head: Node) -> None:
-        """Start ``job``'s timeout timer, if its head has one (the fusion rule keeps
-        a task with a timeout alone in its unit)."""
-        timeout = head.options.timeout
-        if timeout is not None:
-            self.inflight.arm(head.key, timeout, partial(self._timed_out, job))
-
     def _fetch_first(self, job: Job, head: Node) -> bool:
-        """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it.
-        False when there is nothing to fetch."""
+        """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it
+        (unless it ended meanwhile). False when there is nothing to fetch."""
         missing = self.remote.missing_for(head, job.unit)
         if not missing:
             return False
-        self.spawn(self._fetch_then_dispatch(job, missing))
+        self.spawn(self.remote.fetch_then(missing, partial(self._fetched, job)))
         return True
 
-    async def _fetch_then_dispatch(self, job: Job, keys: list[str]) -> None:
+    def _fetched(self, job: Job, error: BaseException | None) -> None:
         head = job.unit.keys[0]
-        try:
-            await asyncio.gather(*(self.remote.fetch(k) for k in keys))
-        except Exception as exc:
-            names = ", ".join(self.state.nodes[k].name for k in keys)
-            self.failed(head, BackendError(f"could not fetch the results of {names}: {exc!r}"))
-            return
-        if self.state.job_of(head) is job:  # not cancelled meanwhile
+        if error is not None:
+            self.failed(head, error)
+        elif self.state.job_of(head) is job:  # not cancelled meanwhile
             self._dispatch([job])
 
     def submit(self, name: str, works: list[Work]) -> None:
@@ -231,13 +219,13 @@ class Executor:
 
     def _start_block(self, node: Node) -> None:
         args, kwargs = bind(node, self.remote.view(self.state.values))
-        fut = self.handle(node.key)
+        fut = self.handles.get(node.key)
         if fut is not None:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
         self.state.running(node.key)
         job = self.state.job_of(node.key)
         if job is not None:
-            self._arm(job, node)
+            self.inflight.arm_node(node, partial(self._timed_out, job))
         if self.observers.all:
             if job is not None:
                 self.observers.notify("on_submitted", ENGINE_BACKEND, [job.unit])
@@ -320,19 +308,11 @@ class Executor:
             self._carry_out(self.state.cancel(key, msg))
 
     def _retry(self, ins: RetryAfter) -> None:
-        node, again = self.state.nodes[ins.key], ins.job
-        log.warning(
-            "task %r failed (%s: %s); retry %d of %d",
-            node.name,
-            type(ins.error).__name__,
-            ins.error,
-            again.attempts,
-            node.options.retries,
-        )
+        log_retry(self.state.nodes[ins.key], ins)
         if ins.delay > 0:
-            self.loop.call_later(ins.delay, self._dispatch_open, [again])
+            self.loop.call_later(ins.delay, self._dispatch_open, [ins.job])
         else:
-            self._dispatch([again])
+            self._dispatch([ins.job])
 
     def _dispatch_open(self, jobs: list[Job]) -> None:
         job_of = self.state.job_of
@@ -342,7 +322,7 @@ class Executor:
 
     def fetch_for_handle(self, key: str) -> None:
         """Fetch ``key``'s remote value and resolve its handle future."""
-        self.remote.resolve_handle(key, self.handle(key))
+        self.remote.resolve_handle(key, self.handles.get(key))
 
     def _timed_out(self, job: Job) -> None:
         self.inflight.timer_fired(job.unit.keys[0])
@@ -357,16 +337,13 @@ class Executor:
                 self._resolve(key)
             except Exception as exc:  # never leave the other keys' futures pending
                 log.exception("resolving the future of %r failed", key)
-                fut = self.handle(key)
-                if fut is not None and not fut.done():
-                    fut.set_exception(internal_error(self.state, key, "ended", exc))
+                self.handles.fail(key, internal_error(self.state, key, "ended", exc))
 
     def _resolve(self, key: str) -> None:
         """``key`` failed or was cancelled: tell the observers, stop its work, end its
-        future."""
+        future, let go of what only it needed."""
         state, observers = self.state, self.observers
         self.loop_tasks.cancel(key, state.cancelled.get(key))
-        fut = self.handle(key)
         if key in state.failures:
             exc = state.failures[key]
             if not isinstance(exc, DependencyFailureError):  # never raised: no frames
@@ -374,17 +351,13 @@ class Executor:
             if observers.all:
                 observers.notify("on_failed", key, exc)
             self.inflight.stop(key, state.nodes[key], cancelled=False)
-            if fut is not None and not fut.done():
-                fut.state = TaskState.FAILED  # type: ignore[attr-defined]
-                fut.set_exception(exc)
-                if self.on_failed is not None:
-                    self.on_failed(fut)  # reported once, through whichever handle
+            self.handles.fail(key, exc)
         else:
+            msg = state.cancelled.get(key)
             if observers.all:
-                observers.notify("on_cancelled", key, state.cancelled.get(key))
+                observers.notify("on_cancelled", key, msg)
             self.inflight.stop(key, state.nodes[key], cancelled=True)
-            if fut is not None and not fut.done():
-                self.cancel_handle(key, state.cancelled.get(key))
+            self.handles.cancel(key, msg)
         self.retention.ended(key, state.nodes[key].deps)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
@@ -400,40 +373,11 @@ class Executor:
         self._carry_out(self.state.cancel(key, msg))
         return True
 
-    def cancel_handle(self, key: str, msg: Any) -> bool:
-        """End ``key``'s handle cancelled (the run state has ended it, or never
-        will: a key not compiled, shutdown)."""
-        fut = self.handle(key)
-        if fut is None or fut.done():
-            return False
-        fut.state = TaskState.CANCELLED  # type: ignore[attr-defined]
-        return asyncio.Future.cancel(fut, msg)
-
     async def close(
         self, *, cancel: bool = True, timeout: float = 30.0, msg: str = "engine shutdown"
     ) -> None:
-        """Cancel (or wait for) open work, close every backend concurrently, then
-        end every handle still open (lazy tasks never demanded): every future ends."""
-        if not cancel:
-            pending = [f for k in self.state.open_keys() if (f := self.handle(k)) is not None]
-            if pending:
-                await asyncio.wait(pending)
-        self.state.closing = True
-        for key in self.state.open_keys():
-            self.cancel(key, "engine shutdown")
-        self.remote.cancel_unfetched()
-        await self.settle(timeout)
-        await _close_all(self.backends.values(), timeout)
-        log.info("engine %s: all backends closed", self.engine_uid)
-        self.cancel_unfinished(msg)
-        self.release_claims(closed=True)
-
-    def release_claims(self, *, closed: bool) -> None:
-        """Shut down: the backends (``closed`` by this engine, or left running) and the
-        session directory may serve another engine."""
-        for backend in self.backends.values():
-            claims.release_backend(backend, self.engine_uid, closed=closed)
-        claims.release_directory(self._directory, self)
+        """Shut the run down (:func:`.closing.close`): every future ends."""
+        await closing.close(self, cancel=cancel, timeout=timeout, msg=msg)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until the backends confirmed every cancel made so far (and the
@@ -448,51 +392,10 @@ class Executor:
 
     def cancel_unfinished(self, msg: str) -> None:
         for key in list(self.futures):
-            self.cancel_handle(key, msg)
-
-    # -- handles --------------------------------------------------------------------------
-
-    def handle(self, key: str) -> asyncio.Future[Any] | None:
-        """``key``'s handle, if anyone still holds it."""
-        ref = self.futures.get(key)
-        return ref() if ref is not None else None
-
-    def rehandle(self, key: str, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
-        """``fut`` is a new handle of the known ``key`` (a pure call again): it gets
-        the state ``key`` is in, its value or error."""
-        state = self.state
-        outcome = state.outcome(key)
-        if outcome is TaskState.DONE:
-            fut.state = outcome  # type: ignore[attr-defined]
-            fut.set_result(state.values[key])
-        elif outcome is TaskState.FAILED:
-            fut.state = outcome  # type: ignore[attr-defined]
-            fut.set_exception(state.failures[key])
-            if self.on_failed is not None:
-                self.on_failed(fut)
-        elif outcome is TaskState.CANCELLED:
-            self.cancel_handle(key, state.cancelled[key])
-        elif outcome is TaskState.RUNNING:
-            fut.state = outcome  # type: ignore[attr-defined]
-        return fut
+            self.handles.cancel(key, msg)
 
     def _let_go(self, key: str) -> None:
         """The run let go of ``key``'s value (or forgot it): so does the executor."""
         self.payloads.pop(key, None)
         self.remote.forget(key)
-        ref = self.futures.get(key)
-        if ref is not None and ref() is None:
-            del self.futures[key]
-
-
-async def _close_all(backends: Iterable[Backend], timeout: float) -> None:
-    closing = [asyncio.ensure_future(b.close()) for b in backends]
-    if not closing:
-        return
-    done, pending = await asyncio.wait(closing, timeout=timeout)
-    for t in pending:
-        t.cancel()
-        log.error("a backend did not close within %s s", timeout)
-    for t in done:
-        if t.exception() is not None:
-            log.error("backend close failed: %r", t.exception())
+        self.handles.let_go(key)

@@ -9,15 +9,19 @@ internal cause; everything else in the same batch runs on.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ..errors import EngineError, shorten
 from ..spec import Node
 
 if TYPE_CHECKING:
+    from .instructions import RetryAfter
     from .state import RunState
 
-__all__ = ["compile_error", "internal_error", "stop_iteration_error"]
+__all__ = ["compile_error", "internal_error", "log_retry", "stop_iteration_error"]
+
+log = logging.getLogger("asyncflow_graph")
 
 
 def _error(node: Node | None, key: str, step: str, exc: BaseException) -> EngineError:
@@ -46,3 +50,14 @@ def stop_iteration_error(node: Node, exc: BaseException) -> RuntimeError:
     error = RuntimeError(f"task {node.name!r} [{node.key}] raised StopIteration({exc})")
     error.__cause__ = exc
     return error
+
+
+def log_retry(node: Node, retry: RetryAfter) -> None:
+    log.warning(
+        "task %r failed (%s: %s); retry %d of %d",
+        node.name,
+        type(retry.error).__name__,
+        shorten(str(retry.error)),
+        retry.job.attempts,
+        node.options.retries,
+    )

@@ -44,6 +44,12 @@ class InFlight:
         if head not in self._timers:
             self._timers[head] = self._loop.call_later(timeout, on_timeout)
 
+    def arm_node(self, node: Node, on_timeout: Callable[[], None]) -> None:
+        """Arm ``node``'s timeout, if it has one (the fusion rule keeps a task with a
+        timeout alone in its unit, so it governs that task alone)."""
+        if node.options.timeout is not None:
+            self.arm(node.key, node.options.timeout, on_timeout)
+
     def finish(self, head: str) -> None:
         """Forget ``head``'s work (its backend reported the end): nothing to cancel."""
         work = self.works.pop(head, None)

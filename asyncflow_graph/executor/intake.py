@@ -134,7 +134,8 @@ class Intake:
             return fut
         if not self._known(key):
             return None
-        return self.executor.rehandle(key, self._handle(key))
+        executor = self.executor
+        return executor.handles.rehandle(key, self._handle(key), executor.state)
 
     def _known(self, key: str) -> bool:
         state = self.executor.state
@@ -393,7 +394,7 @@ class Intake:
         # compile, e.g. by an observer): remember, so it and its dependents end
         # cancelled when compiled.
         self._precancelled[key] = msg
-        return self.executor.cancel_handle(key, msg)
+        return self.executor.handles.cancel(key, msg)
 
     def awaiting(self, key: str) -> None:
         """The calling code awaits ``key``'s open handle. Inside a block body, a wait

@@ -86,6 +86,17 @@ class RemoteValues:
         self.local[key] = value
         return value
 
+    async def fetch_then(
+        self, keys: list[str], then: Callable[[BaseException | None], None]
+    ) -> None:
+        """Fetch ``keys``, then call ``then(None)``, or ``then(error)`` if one failed."""
+        try:
+            await asyncio.gather(*(self.fetch(k) for k in keys))
+        except Exception as exc:
+            then(BackendError(f"could not fetch the results of {', '.join(keys)}: {exc!r}"))
+            return
+        then(None)
+
     def hold(self, key: str, value: Remote, fut: asyncio.Future[Any]) -> None:
         """Resolve ``fut`` with a remote value: at once if someone awaits it,
         otherwise when someone does (:meth:`resolve_handle`)."""
