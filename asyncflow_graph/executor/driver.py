@@ -394,8 +394,11 @@ class Executor:
         for key in list(self.futures):
             self.handles.cancel(key, msg)
 
-    def _let_go(self, key: str) -> None:
-        """The run let go of ``key``'s value (or forgot it): so does the executor."""
-        self.payloads.pop(key, None)
-        self.remote.forget(key)
-        self.handles.let_go(key)
+    def _let_go(self, released: list[str], forgotten: list[str]) -> None:
+        """The run let go of these keys' values (or forgot them): so does the executor."""
+        for keys in (released, forgotten):
+            if self.payloads or self.remote:
+                for key in keys:
+                    self.payloads.pop(key, None)
+                    self.remote.forget(key)
+            self.handles.let_go(keys)

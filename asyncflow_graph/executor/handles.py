@@ -75,8 +75,10 @@ class Handles:
             fut.state = outcome  # type: ignore[attr-defined]
         return fut
 
-    def let_go(self, key: str) -> None:
-        """Drop ``key``'s entry once its handle is gone."""
-        ref = self.refs.get(key)
-        if ref is not None and ref() is None:
-            del self.refs[key]
+    def let_go(self, keys: Iterable[str]) -> None:
+        """Drop the entries of ``keys`` whose handle is gone."""
+        refs = self.refs
+        for key in keys:
+            ref = refs.get(key)
+            if ref is not None and ref() is None:
+                del refs[key]

@@ -87,8 +87,9 @@ class Intake:
         self._backlog: collections.deque[tuple[dict[str, Node], Iterator[tuple[str, Node]]]]
         self._backlog = collections.deque()
         self.retention = executor.retention
+        self._dependents = (self.retention.pending, self.retention.users)
         self._dropped = self.retention.dropped  # the weakref callback of every handle
-        self.retention.hooks.append(self._forget)
+        self.retention.hooks.append(self._let_go)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
         self._compiling = False  # inside _compile_slice: a cancel must not flush
@@ -163,8 +164,12 @@ class Intake:
         ref = HandleRef(fut, self._dropped)  # the run holds handles weakly
         ref.key = key
         self.executor.futures[key] = ref
-        if node.deps:
-            self.retention.depend(node.deps)
+        deps = node.deps
+        if deps:  # their values stay until this task ended (Retention.depend, inlined)
+            pending, users = self._dependents
+            for d in deps:
+                pending[d] = pending.get(d, 0) + 1
+                users[d] = users.get(d, 0) + 1
         self._pending[key] = node
         if not self._flush_scheduled and not self.lazy:
             self._schedule_flush()
@@ -185,11 +190,14 @@ class Intake:
         """A pure call's key the run still knows, though not as a usable value."""
         return self.executor.state.knows(key) or key in self._pending
 
-    def _forget(self, key: str) -> None:
-        self._awaits.pop(key, None)
-        base = self._base.pop(key, None)
-        if base is not None and self._renamed.get(base) == key:
-            del self._renamed[base]
+    def _let_go(self, released: list[str], forgotten: list[str]) -> None:
+        if not (self._awaits or self._base):
+            return
+        for key in (*released, *forgotten):
+            self._awaits.pop(key, None)
+            base = self._base.pop(key, None)
+            if base is not None and self._renamed.get(base) == key:
+                del self._renamed[base]
 
     def adopt(self, graph: Graph) -> dict[str, asyncio.Future[Any]]:
         """Add the nodes of an unbound graph (the script face's ``compute()``)."""

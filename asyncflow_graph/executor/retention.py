@@ -53,22 +53,38 @@ class HandleRef(weakref.ref["asyncio.Future[Any]"]):
 
 
 class Retention:
-    __slots__ = ("_dropped", "_loop", "_scheduled", "_state", "hooks", "pending", "unheld", "users")
+    __slots__ = (
+        "_dropped",
+        "_loop",
+        "_open",
+        "_scheduled",
+        "_settling",
+        "_state",
+        "_todo",
+        "hooks",
+        "pending",
+        "unheld",
+        "users",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, state: RunState) -> None:
         self._loop = loop
         self._state = state
-        #: key -> dependents not ended yet (created: compiled or not)
+        self._open = state.open_jobs  # key -> job, for the keys not ended yet
+        #: key -> dependents not ended yet (created: compiled or not). The intake
+        #: counts a new task's dependencies inline (its hot path), as depend() does.
         self.pending: dict[str, int] = {}
         #: key -> dependents not forgotten yet
         self.users: dict[str, int] = {}
         #: keys whose handle is gone (and that are not forgotten yet)
         self.unheld: set[str] = set()
-        #: called with each key forgotten or whose value is released (the executor's
-        #: and the intake's own per-key tables)
-        self.hooks: list[Callable[[str], object]] = []
+        #: called with the keys whose value was let go of and the keys forgotten, once
+        #: per batch (the executor's and the intake's own per-key tables)
+        self.hooks: list[Callable[[list[str], list[str]], object]] = []
         self._dropped: list[str] = []
         self._scheduled = False
+        self._todo: list[str] = []  # keys that ended this turn and may be let go of
+        self._settling = False
 
     # -- events -----------------------------------------------------------------------
 
@@ -80,8 +96,9 @@ class Retention:
             users[d] = users.get(d, 0) + 1
 
     def ended(self, key: str, deps: tuple[str, ...]) -> None:
-        """``key`` ended (any outcome); ``deps`` are its dependencies."""
-        todo: list[str] = []
+        """``key`` ended (any outcome); ``deps`` are its dependencies. What may be let
+        go of now is looked at once per loop turn, for all keys that ended in it."""
+        unheld = self.unheld
         if deps:
             pending = self.pending
             for d in deps:
@@ -90,11 +107,21 @@ class Retention:
                     pending[d] = n
                 else:
                     pending.pop(d, None)
-                    todo.append(d)
-        if key in self.unheld:
-            todo.append(key)
-        if todo:
-            self._settle(todo)
+                    if d in unheld:
+                        self._later(d)
+        if key in unheld:
+            self._later(key)
+
+    def _later(self, key: str) -> None:
+        self._todo.append(key)
+        if not self._settling:
+            self._settling = True
+            self._loop.call_soon(self._settle_later)
+
+    def _settle_later(self) -> None:
+        self._settling = False
+        todo, self._todo = self._todo, []
+        self._settle(todo)
 
     def dropped(self, ref: HandleRef) -> None:
         """Weakref callback: a handle is gone. Any thread; the loop acts on it."""
@@ -124,21 +151,32 @@ class Retention:
     # -- decisions ----------------------------------------------------------------------
 
     def _settle(self, todo: list[str]) -> None:
-        state, unheld = self._state, self.unheld
+        state, unheld, pending, users, open_jobs = (
+            self._state,
+            self.unheld,
+            self.pending,
+            self.users,
+            self._open,
+        )
         values, failures, cancelled = state.values, state.failures, state.cancelled
+        released: list[str] = []
+        forgotten: list[str] = []
         while todo:
             k = todo.pop()
-            if k not in unheld or self.pending.get(k) or state.is_open(k):
+            if k not in unheld or k in pending or k in open_jobs:
                 continue
             if k not in values and k not in failures and k not in cancelled:
                 continue  # not compiled yet: looked at again when it ends
-            if self.users.get(k):
+            if k in users:
                 if values.get(k, RELEASED) is not RELEASED:
                     values[k] = RELEASED  # its dependents ended; held ones keep the node
-                    for hook in self.hooks:
-                        hook(k)
+                    released.append(k)
                 continue
+            forgotten.append(k)
             todo.extend(self._forget(k))
+        if released or forgotten:
+            for hook in self.hooks:
+                hook(released, forgotten)
 
     def _forget(self, key: str) -> list[str]:
         """Forget ``key``; returns the dependencies that may be forgotten now."""
@@ -149,18 +187,17 @@ class Retention:
         state.cancelled.pop(key, None)
         state.durations.pop(key, None)
         self.unheld.discard(key)
-        for hook in self.hooks:
-            hook(key)
+        if node is None or not node.deps:
+            return ()  # type: ignore[return-value]
         freed: list[str] = []
-        if node is not None:
-            users = self.users
-            for d in node.deps:
-                n = users.get(d, 1) - 1
-                if n:
-                    users[d] = n
-                else:
-                    users.pop(d, None)
-                    freed.append(d)
+        users = self.users
+        for d in node.deps:
+            n = users.get(d, 1) - 1
+            if n:
+                users[d] = n
+            else:
+                users.pop(d, None)
+                freed.append(d)
         return freed
 
 

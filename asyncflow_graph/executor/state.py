@@ -84,6 +84,11 @@ class RunState:
 
     # -- queries ----------------------------------------------------------------------
 
+    @property
+    def open_jobs(self) -> Mapping[str, Job]:
+        """Key -> the job computing it, for every key not ended yet (read-only use)."""
+        return self._job_of
+
     def is_open(self, key: str) -> bool:
         return key in self._job_of
 
