@@ -254,12 +254,15 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     async def cancel(self, work: Work) -> None:
         # Before anything else (the executor runs this first step at once): no body
         # of work.nodes starts any more, in a thread, a worker process or on the loop.
-        self._stops.stop(work)
-        if work.nodes[0].key != work.key:
-            return  # the tail of a running chain: the tasks before it run on
+        self._stops.stop(work.nodes)
         task = self._tasks.pop(work.key, None)
         if task is not None and not task.done():
             task.cancel()
+
+    async def cancel_tail(self, work: Work, key: str) -> None:
+        # At once too: a thread, a worker process or the loop task running the chain
+        # checks before each call, so no body from ``key`` on starts.
+        self._stops.stop(work.nodes[work.unit.keys.index(key) :], head=work.key)
 
     # -- AsyncFlow's backends API (task dicts) ---------------------------------------------
 

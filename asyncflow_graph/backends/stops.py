@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from urllib.parse import quote
 
-from ..protocol import Work
+from ..spec import Node
 
 __all__ = ["FlagDirectory", "Stops"]
 
@@ -63,10 +64,11 @@ class Stops:
             self._flags = FlagDirectory(tempfile.mkdtemp(prefix="asyncflow-stops-"))
         return self._flags
 
-    def stop(self, work: Work) -> None:
-        """No key of ``work.nodes`` may start from now on."""
-        keys = [n.key for n in work.nodes]
-        stopped = self._sets.get(work.key)
+    def stop(self, nodes: Sequence[Node], head: str | None = None) -> None:
+        """No key of ``nodes`` (of the work headed by ``head``: the first's) may start
+        from now on."""
+        keys = [n.key for n in nodes]
+        stopped = self._sets.get(head or keys[0])
         if stopped is not None:
             stopped.update(keys)
         if self._flags is not None:

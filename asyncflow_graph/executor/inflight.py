@@ -93,23 +93,24 @@ class InFlight:
             self.finish(key)
             self._cancel(backend, work)
         else:  # a running chain loses its tail from ``key`` on; the keys before run on
-            i = unit.keys.index(key)
-            for k in unit.keys[i:]:
+            for k in unit.keys[unit.keys.index(key) :]:
                 self.works.pop(k, None)
-            self._cancel(backend, Work(unit, work.nodes[i:], EMPTY_MAPPING))
+            self._now(backend, backend.cancel_tail(work, key))
 
     def _cancel(self, backend: Backend, work: Work) -> None:
-        """``backend.cancel(work)``, its first step now: when the cancel that ended a
-        key returns, a backend that can act at once has (nothing of ``work`` starts
+        self._now(backend, backend.cancel(work))
+
+    def _now(self, backend: Backend, aw: Awaitable[object]) -> None:
+        """Run a backend's cancel, its first step now: when the cancel that ended a
+        key returns, a backend that can act at once has (nothing it stopped starts
         after it), and the rest runs in the background."""
-        aw = backend.cancel(work)
         if not inspect.iscoroutine(aw):
             self._spawn(aw)
             return
         try:
             _, rest = first_step(aw)
         except Exception:
-            log.exception("backend %r failed to cancel %r", backend.name, work.key)
+            log.exception("backend %r failed to cancel", backend.name)
             return
         if rest is not None:
             self._spawn(rest[0])
