@@ -8,7 +8,8 @@ Each run is a fresh ``python -m benchmarks.worker SYSTEM WORKLOAD N`` process wi
 started in an empty directory so nothing else is imported. Runs alternate between
 the two checkouts (BEFORE, AFTER, BEFORE, ...), so drift of a shared machine hits
 both alike; each cell reports the median and the spread of its runs and the ratio
-AFTER / BEFORE of the medians. Prints a Markdown table.
+AFTER / BEFORE of the medians. Prints a Markdown table. ``--clock cpu`` times with
+the process's CPU time instead of the wall clock (a loaded machine).
 """
 
 from __future__ import annotations
@@ -23,10 +24,21 @@ import tempfile
 from pathlib import Path
 
 
-def run_once(checkout: Path, system: str, workload: str, n: int, cwd: str) -> float:
+#: ``--clock cpu``: the worker's clock is the process's CPU time, not the wall clock (on a
+#: machine other jobs load, CPU time moves far less; tasks/s are then per CPU second)
+CPU_WORKER = (
+    "import time, benchmarks.systems as s; s.perf_counter = time.process_time; "
+    "import sys, benchmarks.worker as w; w.main(sys.argv[1:])"
+)
+
+
+def run_once(
+    checkout: Path, system: str, workload: str, n: int, cwd: str, clock: str = "wall"
+) -> float:
     env = dict(os.environ, PYTHONPATH=str(checkout))
+    worker = ["-m", "benchmarks.worker"] if clock == "wall" else ["-c", CPU_WORKER]
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.worker", system, workload, str(n)],
+        [sys.executable, *worker, system, workload, str(n)],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -47,16 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", default="W1:10000,W2:2000,W3:4096")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--system", default="asyncflow_graph-local")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
     cells = [(w, int(n)) for w, n in (c.split(":") for c in args.cells.split(","))]
-    print(f"| cell | before (tasks/s, median of {args.repeat}) | after | after / before |")
+    unit = "tasks/s" if args.clock == "wall" else "tasks per CPU s"
+    print(f"| cell | before ({unit}, median of {args.repeat}) | after | after / before |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as cwd:
         for workload, n in cells:
             rates: dict[str, list[float]] = {"before": [], "after": []}
             for _ in range(args.repeat):
                 for label, checkout in (("before", args.before), ("after", args.after)):
-                    rates[label].append(run_once(checkout, args.system, workload, n, cwd))
+                    rate = run_once(checkout, args.system, workload, n, cwd, args.clock)
+                    rates[label].append(rate)
             b, a = (statistics.median(rates[k]) for k in ("before", "after"))
             spread = {k: (min(v), max(v)) for k, v in rates.items()}
             print(

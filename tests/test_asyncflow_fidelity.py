@@ -167,7 +167,7 @@ async def test_components_keep_nothing_alive() -> None:
     # reference to any handle, which lives exactly as long as the engine keeps it.
     (view,) = [r for r in gc.get_referents(comps) if not isinstance(r, type)]
     held = [r for r in gc.get_referents(view) if not isinstance(r, type)]
-    assert held == [flow._executor.futures]  # key -> weak reference to each handle
+    assert held == [flow._executor.handles]  # the run's own tables, nothing else
     await flow.shutdown()
 
 

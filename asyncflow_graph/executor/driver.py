@@ -15,10 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from sys import getrefcount
 from typing import Any
 
 from ..compiler.plan import Plan
-from ..errors import BackendError, DependencyFailureError
+from ..errors import BackendError
 from ..protocol import (
     ENGINE_BACKEND,
     Backend,
@@ -33,6 +34,7 @@ from ..protocol import (
 from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
 from . import claims, closing
 from .builders import Builders
+from .endings import resolve_ended
 from .events import RunObserver, RunView
 from .faults import internal_error, log_retry, stop_iteration_error
 from .handles import Handles
@@ -41,7 +43,7 @@ from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, Sto
 from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
-from .retention import Retention, clear_frames
+from .retention import Retention
 from .state import RunState
 from .view import ExecutorView
 
@@ -70,9 +72,9 @@ class Executor:
         self.state = RunState()
         self.backends: dict[str, Backend] = {}
         self.capabilities: dict[str, Capabilities] = {}
-        self.handles = Handles()  # weak: made by the intake, resolved here only
-        self.futures = self.handles.refs
         self.retention = Retention(loop, self.state)
+        self.handles = Handles(self.retention.dropped)  # made by the intake, resolved here
+        self.futures = self.handles.open
         self._unheld = self.retention.unheld
         self.observers = Observers()
         self.inflight = InFlight(loop, self.backends, self.spawn)
@@ -131,7 +133,7 @@ class Executor:
                 else:
                     self._dispatch(ins.jobs)
             elif type(ins) is Ended:
-                self._resolve_ended(ins.keys)
+                resolve_ended(self, ins.keys)
             elif type(ins) is RetryAfter:
                 self._retry(ins)
             elif type(ins) is StopWork:
@@ -238,8 +240,7 @@ class Executor:
         self.state.running(key)
         if self.observers.on_running:
             self.observers.running(key)
-        ref = self.futures.get(key)
-        fut = ref() if ref is not None else None
+        fut = self.futures.get(key)
         if fut is not None and not fut.done():
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
 
@@ -249,25 +250,34 @@ class Executor:
         if job is None:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
-        if job.unit.graph:
+        unit = job.unit
+        if unit.graph:
             self.inflight.works.pop(key, None)
         elif job.status == ENDED:
-            self.inflight.finish(job.unit.keys[0])
+            self.inflight.finish(unit.keys[0])
         if self.observers.on_done:
             self.observers.done(key, value)
-        ref = self.futures.get(key)
-        fut = ref() if ref is not None else None
-        if fut is not None and not fut.done():
-            fut.state = TaskState.DONE  # type: ignore[attr-defined]
-            if type(value) is Remote:
-                self.remote.hold(key, value, fut)
-            else:
-                fut.set_result(value)
-        elif type(value) is Remote:
+        fut = self.futures.pop(key, None)
+        if fut is None:
+            held = key in self.handles.refs
+        else:
+            if not fut.done():
+                fut.state = TaskState.DONE  # type: ignore[attr-defined]
+                if type(value) is Remote:
+                    self.remote.hold(key, value, fut)
+                else:
+                    fut.set_result(value)
+            held = getrefcount(fut) > 2  # more than this variable and the call's argument
+            if held:
+                self.handles.watch(key, fut)
+            del fut
+        if type(value) is Remote and key not in self.remote.refs:
             self.remote.refs[key] = value
-        unit = job.unit
         deps = unit.inputs if len(unit.keys) == 1 else state.nodes[key].deps
-        if deps or key in self._unheld:  # values this run may let go of now
+        if not held:  # nobody else holds the handle: nobody ever will again
+            self._unheld.add(key)
+            self.retention.ended(key, deps)
+        elif deps:
             self.retention.ended(key, deps)
         if ready is not None:
             if self._held is not None:
@@ -330,36 +340,6 @@ class Executor:
 
     # -- ending -------------------------------------------------------------------------
 
-    def _resolve_ended(self, keys: list[str]) -> None:
-        self.observers.flush()  # observers see the ends in the order they happened
-        for key in keys:
-            try:
-                self._resolve(key)
-            except Exception as exc:  # never leave the other keys' futures pending
-                log.exception("resolving the future of %r failed", key)
-                self.handles.fail(key, internal_error(self.state, key, "ended", exc))
-
-    def _resolve(self, key: str) -> None:
-        """``key`` failed or was cancelled: tell the observers, stop its work, end its
-        future, let go of what only it needed."""
-        state, observers = self.state, self.observers
-        self.loop_tasks.cancel(key, state.cancelled.get(key))
-        if key in state.failures:
-            exc = state.failures[key]
-            if not isinstance(exc, DependencyFailureError):  # never raised: no frames
-                clear_frames(exc)  # a reported failure keeps no frame's locals alive
-            if observers.all:
-                observers.notify("on_failed", key, exc)
-            self.inflight.stop(key, state.nodes[key], cancelled=False)
-            self.handles.fail(key, exc)
-        else:
-            msg = state.cancelled.get(key)
-            if observers.all:
-                observers.notify("on_cancelled", key, msg)
-            self.inflight.stop(key, state.nodes[key], cancelled=True)
-            self.handles.cancel(key, msg)
-        self.retention.ended(key, state.nodes[key].deps)
-
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background; shutdown waits for it."""
         task = asyncio.ensure_future(coro)
@@ -391,8 +371,9 @@ class Executor:
             self.cancel(key, msg)
 
     def cancel_unfinished(self, msg: str) -> None:
-        for key in list(self.futures):
+        for key in list(self.futures):  # never compiled (lazy): no run state ends them
             self.handles.cancel(key, msg)
+            self.handles.ended(key)
 
     def _let_go(self, released: list[str], forgotten: list[str]) -> None:
         """The run let go of these keys' values (or forgot them): so does the executor."""

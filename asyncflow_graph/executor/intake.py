@@ -31,7 +31,7 @@ from ..graph import Graph
 from ..protocol import ENGINE_BACKEND, TaskState
 from ..spec import EMPTY_MAPPING, Node, Ref, TaskKind, bind
 from .faults import compile_error
-from .retention import RELEASED, HandleRef
+from .retention import RELEASED
 from .waits import describe_cycle, wait_cycle
 
 if TYPE_CHECKING:
@@ -88,7 +88,6 @@ class Intake:
         self._backlog = collections.deque()
         self.retention = executor.retention
         self._dependents = (self.retention.pending, self.retention.users)
-        self._dropped = self.retention.dropped  # the weakref callback of every handle
         self.retention.hooks.append(self._let_go)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
@@ -129,8 +128,7 @@ class Intake:
         """The live handle of ``key`` (a pure call made before), else a new handle
         for it if the run still knows it; None when it must be made anew."""
         key = self._renamed.get(key, key)
-        ref = self.executor.futures.get(key)
-        fut = ref() if ref is not None else None
+        fut = self.executor.handles.get(key)
         if fut is not None:
             return fut
         if not self._known(key):
@@ -161,9 +159,7 @@ class Intake:
         fut.key = key
         fut.state = TaskState.PENDING
         fut.host = self
-        ref = HandleRef(fut, self._dropped)  # the run holds handles weakly
-        ref.key = key
-        self.executor.futures[key] = ref
+        self.executor.futures[key] = fut
         deps = node.deps
         if deps:  # their values stay until this task ended (Retention.depend, inlined)
             pending, users = self._dependents
@@ -180,9 +176,6 @@ class Intake:
         fut.key = key
         fut.state = TaskState.PENDING
         fut.host = self
-        ref = HandleRef(fut, self._dropped)
-        ref.key = key
-        self.executor.futures[key] = ref
         self.retention.held_again(key)
         return fut  # type: ignore[no-any-return]
 

@@ -1,8 +1,9 @@
 """What a long run lets go of: values, and everything about ended keys nobody
 can ask about any more.
 
-The run holds its handles weakly (:class:`HandleRef`): the user's references decide
-how long a handle lives. Three facts then decide what a key still needs:
+The run holds a handle only while its task runs; after that, weakly
+(:class:`HandleRef`, see :mod:`.handles`): the user's references decide how long a
+handle lives. Three facts then decide what a key still needs:
 
 * a **value** is released (replaced by :data:`RELEASED`) once the key's handle is
   gone and no dependent is still to end (one created but not compiled counts);
@@ -23,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import traceback
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .state import RunState
 
-__all__ = ["RELEASED", "HandleRef", "LiveHandles", "Retention", "clear_frames"]
+__all__ = ["RELEASED", "HandleRef", "Retention", "clear_frames"]
 
 
 class _Released:
@@ -109,7 +110,7 @@ class Retention:
                     pending.pop(d, None)
                     if d in unheld:
                         self._later(d)
-        if key in unheld:
+        if key in unheld and key not in self.pending:  # else: when its dependents end
             self._later(key)
 
     def _later(self, key: str) -> None:
@@ -199,28 +200,6 @@ class Retention:
                 users.pop(d, None)
                 freed.append(d)
         return freed
-
-
-class LiveHandles(Mapping[str, "asyncio.Future[Any]"]):
-    """key -> handle, for the handles still alive (a view over the weak table)."""
-
-    __slots__ = ("_refs",)
-
-    def __init__(self, refs: Mapping[str, HandleRef]) -> None:
-        self._refs = refs
-
-    def __getitem__(self, key: str) -> asyncio.Future[Any]:
-        fut = self._refs[key]()
-        if fut is None:
-            raise KeyError(key)
-        return fut
-
-    def __iter__(self) -> Iterator[str]:
-        refs = self._refs
-        return (k for k, r in list(refs.items()) if r() is not None)
-
-    def __len__(self) -> int:
-        return sum(1 for r in list(self._refs.values()) if r() is not None)
 
 
 def clear_frames(exc: BaseException) -> None:
