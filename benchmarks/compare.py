@@ -23,7 +23,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 #: ``--clock cpu``: the worker's clock is the process's CPU time, not the wall clock (on a
 #: machine other jobs load, CPU time moves far less; tasks/s are then per CPU second)
 CPU_WORKER = (

@@ -168,8 +168,12 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
 
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
+        last = None
         for node in work.nodes:
             func = node.func
+            if func is last:  # a chain of one function: asked once
+                continue
+            last = func
             if type(func) is types.FunctionType:
                 code = func.__code__
                 flag = cache.get(code)

@@ -14,10 +14,7 @@ next to pickling a call to another process).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
-from urllib.parse import quote
 
 from ..spec import Node
 
@@ -34,11 +31,16 @@ class FlagDirectory:
         self.path = path
 
     def __contains__(self, key: object) -> bool:
-        return os.path.exists(os.path.join(self.path, quote(str(key), safe="")))
+        return os.path.exists(self._file(str(key)))
 
     def add(self, key: str) -> None:
-        with open(os.path.join(self.path, quote(key, safe="")), "wb"):
+        with open(self._file(key), "wb"):
             pass
+
+    def _file(self, key: str) -> str:
+        from urllib.parse import quote  # a key may hold any character but "/"
+
+        return os.path.join(self.path, quote(key, safe=""))
 
     def __reduce__(self) -> tuple[type[FlagDirectory], tuple[str]]:
         return (FlagDirectory, (self.path,))
@@ -61,6 +63,8 @@ class Stops:
     def flags(self) -> FlagDirectory:
         """The flag directory worker processes check (made on first use)."""
         if self._flags is None:
+            import tempfile
+
             self._flags = FlagDirectory(tempfile.mkdtemp(prefix="asyncflow-stops-"))
         return self._flags
 
@@ -83,5 +87,7 @@ class Stops:
 
     def close(self) -> None:
         if self._flags is not None:
+            import shutil
+
             shutil.rmtree(self._flags.path, ignore_errors=True)
             self._flags = None

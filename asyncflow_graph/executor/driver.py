@@ -39,7 +39,16 @@ from .events import RunObserver, RunView
 from .faults import internal_error, log_retry, stop_iteration_error
 from .handles import Handles
 from .inflight import InFlight
-from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
+from .instructions import (
+    ENDED,
+    Ended,
+    Instruction,
+    Job,
+    Ready,
+    RetryAfter,
+    StopTail,
+    StopWork,
+)
 from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
@@ -76,6 +85,7 @@ class Executor:
         self.handles = Handles(self.retention.dropped)  # made by the intake, resolved here
         self.futures = self.handles.open
         self._unheld = self.retention.unheld
+        self._done_keys: list[str] = []  # ended since retention last looked
         self.observers = Observers()
         self.inflight = InFlight(loop, self.backends, self.spawn)
         self.view: RunView = ExecutorView(self.state, self.inflight.works)
@@ -138,6 +148,8 @@ class Executor:
                 self._retry(ins)
             elif type(ins) is StopWork:
                 self.inflight.stop_timed_out(ins.key)
+            elif type(ins) is StopTail:
+                self.inflight.stop_tail(ins.head, ins.key)
 
     def _dispatch(self, jobs: list[Job]) -> None:
         nodes, values = self.state.nodes, self.state.values
@@ -197,7 +209,7 @@ class Executor:
         inflight, in_flight = self.inflight, self.inflight.works
         for w in works:  # inlined: once per submission on the hot path
             unit = w.unit
-            if len(unit.keys) > 1:  # a key of a graph unit ends alone, a chain's tail too
+            if unit.graph:  # each key of a graph unit ends on its own
                 for k in unit.keys:
                     in_flight[k] = w
             in_flight[unit.keys[0]] = w
@@ -273,17 +285,19 @@ class Executor:
             del fut
         if type(value) is Remote and key not in self.remote.refs:
             self.remote.refs[key] = value
-        deps = unit.inputs if len(unit.keys) == 1 else state.nodes[key].deps
         if not held:  # nobody else holds the handle: nobody ever will again
             self._unheld.add(key)
-            self.retention.ended(key, deps)
-        elif deps:
-            self.retention.ended(key, deps)
+            self._done_keys.append(key)
+        elif unit.inputs or len(unit.keys) > 1:  # it has dependencies (values to let go of)
+            self._done_keys.append(key)
         if ready is not None:
             if self._held is not None:
                 self._held.extend(ready.jobs)
             else:
                 self._dispatch(ready.jobs)
+        if self._held is None and self._done_keys:  # a report of its own (not in ended())
+            self._done_keys, done = [], self._done_keys
+            self.retention.done(done)
 
     def ended(self, outcomes: Iterable[Outcome]) -> None:
         # Hold what becomes ready until every outcome is recorded: one submission
@@ -302,6 +316,9 @@ class Executor:
             self.observers.close_batch(outer_batch)
         if held:
             self._dispatch_open(held)  # skips any cancelled meanwhile
+        if outer is None and self._done_keys:  # once for the batch: what to let go of
+            self._done_keys, done = [], self._done_keys
+            self.retention.done(done)
 
     def failed(self, key: str, exc: BaseException) -> None:
         job = self.state.job_of(key)
@@ -377,9 +394,10 @@ class Executor:
 
     def _let_go(self, released: list[str], forgotten: list[str]) -> None:
         """The run let go of these keys' values (or forgot them): so does the executor."""
-        for keys in (released, forgotten):
-            if self.payloads or self.remote:
+        if self.payloads or self.remote:
+            for keys in (released, forgotten):
                 for key in keys:
                     self.payloads.pop(key, None)
                     self.remote.forget(key)
-            self.handles.let_go(keys)
+        if self.handles.refs:  # a handle made again for a key, then dropped
+            self.handles.let_go(forgotten)

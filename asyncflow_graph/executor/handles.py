@@ -28,14 +28,14 @@ __all__ = ["Handles", "LiveHandles"]
 
 
 class Handles:
-    __slots__ = ("dropped", "on_failed", "open", "refs")
+    __slots__ = ("_dropped", "on_failed", "open", "refs")
 
     def __init__(self, dropped: Callable[[HandleRef], object]) -> None:
         #: key -> its handle, while the run may still resolve it
         self.open: dict[str, asyncio.Future[Any]] = {}
         #: key -> a weak reference to its handle, for ended keys someone holds
         self.refs: dict[str, HandleRef] = {}
-        self.dropped = dropped  # the callback of every weak reference
+        self._dropped = dropped  # told of each handle gone (retention)
         #: called with each handle failed here (the engine makes it report its error once)
         self.on_failed: Callable[[asyncio.Future[Any]], None] | None = None
 
@@ -80,7 +80,7 @@ class Handles:
 
     def watch(self, key: str, fut: asyncio.Future[Any]) -> None:
         """Hold ``fut`` weakly from now on: tell the run when it is gone."""
-        ref = HandleRef(fut, self.dropped)
+        ref = HandleRef(fut, self._gone)
         ref.key = key
         self.refs[key] = ref
 
@@ -109,7 +109,7 @@ class Handles:
             self.open[key] = fut
             fut.state = outcome or TaskState.PENDING  # type: ignore[attr-defined]
             return fut
-        ref = HandleRef(fut, self.dropped)
+        ref = HandleRef(fut, self._gone)
         ref.key = key
         self.refs[key] = ref
         if outcome is TaskState.DONE:
@@ -120,6 +120,12 @@ class Handles:
         else:
             self.cancel(key, state.cancelled[key])
         return fut
+
+    def _gone(self, ref: HandleRef) -> None:
+        """Weakref callback (any thread): a handle is gone."""
+        if self.refs.get(ref.key) is ref:
+            del self.refs[ref.key]
+        self._dropped(ref)
 
     def let_go(self, keys: Iterable[str]) -> None:
         """Drop the entries of ``keys`` whose handle is gone."""

@@ -52,10 +52,7 @@ class InFlight:
 
     def finish(self, head: str) -> None:
         """Forget ``head``'s work (its backend reported the end): nothing to cancel."""
-        work = self.works.pop(head, None)
-        if work is not None and not work.unit.graph and len(work.unit.keys) > 1:
-            for k in work.unit.keys:  # a chain: every key's entry
-                self.works.pop(k, None)
+        self.works.pop(head, None)
         timer = self._timers.pop(head, None)
         if timer is not None:
             timer.cancel()
@@ -83,18 +80,19 @@ class InFlight:
         work = self.works.get(key)
         if work is None:
             return
-        unit = work.unit
-        backend = self._backends[unit.backend]
-        if unit.graph:
-            self.finish(key)
-            if cancelled:  # stop this key only; a failure already stopped its dependents
-                self._cancel(backend, Work(unit, (node,), EMPTY_MAPPING))
-        elif key == unit.keys[0]:
-            self.finish(key)
+        self.finish(key)
+        backend = self._backends[work.unit.backend]
+        if not work.unit.graph:
             self._cancel(backend, work)
-        else:  # a running chain loses its tail from ``key`` on; the keys before run on
-            for k in unit.keys[unit.keys.index(key) :]:
-                self.works.pop(k, None)
+        elif cancelled:  # stop this key only; a failure already stopped its dependents
+            self._cancel(backend, Work(work.unit, (node,), EMPTY_MAPPING))
+
+    def stop_tail(self, head: str, key: str) -> None:
+        """The running chain ``head`` lost ``key`` and what follows: its backend must
+        start none of them (the keys before ``key`` run on)."""
+        work = self.works.get(head)
+        if work is not None and key in work.unit.keys:
+            backend = self._backends[work.unit.backend]
             self._now(backend, backend.cancel_tail(work, key))
 
     def _cancel(self, backend: Backend, work: Work) -> None:

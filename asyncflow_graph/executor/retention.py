@@ -99,25 +99,40 @@ class Retention:
     def ended(self, key: str, deps: tuple[str, ...]) -> None:
         """``key`` ended (any outcome); ``deps`` are its dependencies. What may be let
         go of now is looked at once per loop turn, for all keys that ended in it."""
-        unheld = self.unheld
-        if deps:
-            pending = self.pending
-            for d in deps:
-                n = pending.get(d, 1) - 1
+        unheld, pending, todo = self.unheld, self.pending, self._todo
+        before = len(todo)
+        for d in deps:
+            n = pending.get(d, 1) - 1
+            if n:
+                pending[d] = n
+            else:
+                pending.pop(d, None)
+                if d in unheld:
+                    todo.append(d)
+        if key in unheld and key not in pending:  # else: when its dependents end
+            todo.append(key)
+        if len(todo) > before and not self._settling:
+            self._settling = True
+            self._loop.call_soon(self._settle_later)
+
+    def done(self, keys: list[str]) -> None:
+        """``keys`` ended with a value (the driver gives them per batch of reports):
+        their dependencies' values, and their own, may be let go of now."""
+        unheld, pending, nodes = self.unheld, self.pending, self._state.nodes
+        todo: list[str] = []
+        for key in keys:
+            for d in nodes[key].deps:
+                n = pending[d] - 1
                 if n:
                     pending[d] = n
                 else:
-                    pending.pop(d, None)
+                    del pending[d]
                     if d in unheld:
-                        self._later(d)
-        if key in unheld and key not in self.pending:  # else: when its dependents end
-            self._later(key)
-
-    def _later(self, key: str) -> None:
-        self._todo.append(key)
-        if not self._settling:
-            self._settling = True
-            self._loop.call_soon(self._settle_later)
+                        todo.append(d)
+            if key in unheld and key not in pending:
+                todo.append(key)
+        if todo:
+            self._settle(todo)
 
     def _settle_later(self) -> None:
         self._settling = False
@@ -152,29 +167,22 @@ class Retention:
     # -- decisions ----------------------------------------------------------------------
 
     def _settle(self, todo: list[str]) -> None:
-        state, unheld, pending, users, open_jobs = (
-            self._state,
-            self.unheld,
-            self.pending,
-            self.users,
-            self._open,
-        )
+        state = self._state
+        unheld, pending, users, open_jobs = self.unheld, self.pending, self.users, self._open
         values, failures, cancelled = state.values, state.failures, state.cancelled
         released: list[str] = []
         forgotten: list[str] = []
         while todo:
             k = todo.pop()
-            if k not in unheld or k in pending or k in open_jobs:
+            if k in pending or k in open_jobs or k not in unheld:
                 continue
-            if k not in values and k not in failures and k not in cancelled:
-                continue  # not compiled yet: looked at again when it ends
-            if k in users:
+            if k in users:  # its dependents ended; held ones keep the node
                 if values.get(k, RELEASED) is not RELEASED:
-                    values[k] = RELEASED  # its dependents ended; held ones keep the node
+                    values[k] = RELEASED
                     released.append(k)
-                continue
-            forgotten.append(k)
-            todo.extend(self._forget(k))
+            elif k in values or k in failures or k in cancelled:  # else: not compiled yet
+                forgotten.append(k)
+                todo.extend(self._forget(k))
         if released or forgotten:
             for hook in self.hooks:
                 hook(released, forgotten)

@@ -38,6 +38,7 @@ from .instructions import (
     Job,
     Ready,
     RetryAfter,
+    StopTail,
     StopWork,
 )
 
@@ -53,6 +54,7 @@ class RunState:
         "_members",
         "_started_at",
         "_survivors",
+        "_tails",
         "_waiters",
         "backend_retries",
         "cancelled",
@@ -81,6 +83,8 @@ class RunState:
         self._members: dict[str, list[str]] = {}  # block key -> keys its body created
         #: what survived a split graph unit and is ready: returned with the ending
         self._survivors: list[Job] = []
+        #: running chains that lost a tail: (head, first key lost), returned with the ending
+        self._tails: list[StopTail] = []
 
     # -- queries ----------------------------------------------------------------------
 
@@ -302,7 +306,10 @@ class RunState:
                 self._record_duration(k)
         if self._members:
             ended = self._end_members(ended)
-        return _answer(self._take_survivors(), ended, later=True)
+        answer = _answer(self._take_survivors(), ended, later=True)
+        if self._tails:
+            answer, self._tails = (*answer, *self._tails), []
+        return answer
 
     def _end_members(self, ended: list[str]) -> list[str]:
         out: list[str] = []
@@ -327,6 +334,7 @@ class RunState:
     def _end(self, key: str, outcome: Any, *, failed: bool) -> list[str]:
         ended: list[str] = []
         waiting: dict[int, Job] = {}  # jobs not dispatched yet that lost keys here
+        tails: set[int] = set()  # running chains that lost keys here
         # (key, outcome, index of key in its unit or -1): the index rides along so a
         # long fused chain ends in linear time.
         stack: list[tuple[str, Any, int]] = [(key, outcome, -1)]
@@ -346,6 +354,11 @@ class RunState:
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.status = ENDED
+                head = job.unit.keys[0]
+                if k != head and not job.unit.graph and id(job) not in tails:
+                    tails.add(id(job))  # the first key of its tail to end here
+                    if head not in self.failures and head not in self.cancelled:
+                        self._tails.append(StopTail(head, k))  # the head part runs on
             keys = job.unit.keys
             if job.unit.graph:
                 if i != GRAPH_DONE:  # i == GRAPH_DONE: found by an earlier scan
