@@ -365,3 +365,32 @@ def test_a_failure_nobody_retrieved_is_still_reported_once(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("never retrieved") == 1
     assert "nobody looked at this" in proc.stderr
+
+
+FIRE_AND_FORGET = """
+import asyncio, gc
+from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
+
+async def main():
+    flow = await WorkflowEngine.create(backend=LocalExecutionBackend())
+
+    @flow.function_task
+    async def alone():
+        raise ValueError("a failure nobody kept a handle of")
+
+    alone()  # no handle kept: the failure must still be reported, once
+    await asyncio.sleep(0.2)
+    await flow.shutdown()
+    gc.collect()
+
+asyncio.run(main())
+"""
+
+
+def test_a_failure_whose_handle_nobody_kept_is_reported_once(tmp_path):
+    script = tmp_path / "alone.py"
+    script.write_text(textwrap.dedent(FIRE_AND_FORGET))
+    proc = run_python([str(script)], tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("never retrieved") == 1
+    assert "a failure nobody kept a handle of" in proc.stderr
