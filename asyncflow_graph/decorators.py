@@ -10,10 +10,11 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .errors import ConfigurationError, UnknownOptionError
+from .errors import ConfigurationError, UnknownOptionError, shown
 from .spec import (
     EMPTY_MAPPING,
     GENERATION_OPTIONS,
+    ForeignReference,
     Node,
     TaskKind,
     TaskOptions,
@@ -34,6 +35,9 @@ class GraphBuilder(Protocol):
 
     scope: ContextVar[tuple[str | None, str | None] | None]
     counter: itertools.count[int]
+
+    def foreign(self, handle: Any, task: str) -> Exception:
+        """The error for ``handle``, of another builder, passed to ``task``."""
 
     def existing(self, key: str) -> Any:
         """The handle of ``key`` if it exists (pure calls share one node)."""
@@ -80,12 +84,16 @@ class TaskDefinition:
                         f"{type(desc).__name__}"
                     )
                 options = options.with_description(desc)
+                _check_block_options(self.kind, options, self.func)
             workflow_id = kwargs.pop("workflow_id", None)
         deps: tuple[str, ...] = ()
         deep = False
-        if args or kwargs:
-            args, kwargs, deps, deep = extract_refs(args, kwargs)
         builder = self._builder
+        if args or kwargs:
+            try:
+                args, kwargs, deps, deep = extract_refs(args, kwargs, builder)
+            except ForeignReference as exc:
+                raise builder.foreign(exc.handle, self.name) from None
         scope = builder.scope.get()
         parent = None
         if scope is not None:
@@ -148,8 +156,10 @@ def make_definition(
     """Validate ``func`` and the decorator options at decoration time."""
     if not callable(func):
         raise TypeError(
-            f"@{kind.value}_task expects a function to decorate, got {type(func).__name__} {func!r}"
+            f"@{kind.value}_task expects a function to decorate, got "
+            f"{type(func).__name__} {shown(func)}"
         )
+    _refuse_generators(func, kind)
     if kind is TaskKind.BLOCK and not inspect.iscoroutinefunction(func):
         raise TypeError(
             f"@block needs an async function (async def {getattr(func, '__name__', '...')}): "
@@ -166,13 +176,14 @@ def make_definition(
             if not isinstance(default, dict):
                 raise TypeError(
                     f"the task_description parameter of {func.__name__!r} must default to a "
-                    f"dict, got {default!r}"
+                    f"dict, got {shown(default)}"
                 )
             default_desc = default
     opts = build_options(kind, options)
     _check_cache_options(func, kind, opts, params)
     if default_desc:
         opts = opts.with_description(default_desc)
+    _check_block_options(kind, opts, func)
     return TaskDefinition(builder, func, kind, opts)
 
 
@@ -199,4 +210,30 @@ def _check_cache_options(
             f"cache_ignore= names {', '.join(map(repr, unknown))}, which "
             f"{'is not a parameter' if len(unknown) == 1 else 'are not parameters'} of "
             f"{name!r} (parameters: {', '.join(params)})"
+        )
+
+
+def _refuse_generators(func: Any, kind: TaskKind) -> None:
+    """A task has one value; a generator function called as a task would return
+    an unstarted generator (its body never runs)."""
+    call = func if inspect.isroutine(func) or isinstance(func, functools.partial) else None
+    call = call or getattr(func, "__call__", None)  # noqa: B004 - a callable object's method
+    if inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call):
+        what = "an async generator" if inspect.isasyncgenfunction(call) else "a generator"
+        name = getattr(func, "__name__", type(func).__name__)
+        raise TypeError(
+            f"@{kind.value}{'' if kind is TaskKind.BLOCK else '_task'} got {what} function "
+            f"({name!r}, it uses yield): a task returns one value, and calling a generator "
+            f"function runs none of its body. Return a list instead (e.g. `return "
+            f"list(...)`, or `[x async for x in ...]`)"
+        )
+
+
+def _check_block_options(kind: TaskKind, options: TaskOptions, func: Any) -> None:
+    if kind is TaskKind.BLOCK and options.retries:
+        name = getattr(func, "__name__", "...")
+        raise ConfigurationError(
+            f"@block({name!r}) does not take retries=: running a block body again would "
+            f"create its tasks a second time. Give retries= to the tasks inside the block "
+            f"instead (timeout= works on blocks)"
         )

@@ -25,8 +25,9 @@ from .compiler import Plan
 from .decorators import TaskDefinition, build_options, make_definition
 from .errors import ConfigurationError
 from .executor import Executor, Intake, RunObserver, RunView
+from .executor.closing import release_claims
 from .graph import Graph
-from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture
+from .handle import LazyTaskFuture, RemoteTaskFuture, TaskFuture, report_once
 from .listeners import EngineListener, Listeners
 from .protocol import Backend
 from .spec import Node, TaskKind
@@ -77,6 +78,7 @@ class WorkflowEngine:
             block_runner=self._run_block,
         )
         self._executor.remote.on_pending = _fetch_on_await
+        self._executor.handles.on_failed = report_once
         share_nodes(backends, self._executor.state.nodes)
         handle_type = LazyTaskFuture if execution == "lazy" else TaskFuture
         self._intake = Intake(
@@ -160,7 +162,7 @@ class WorkflowEngine:
         still holds (it keeps no handle alive for this)."""
         from .components import Components
 
-        return Components(self._executor.futures)
+        return Components(self._executor.handles.mapping())
 
     @property
     def graph(self) -> Graph:
@@ -326,6 +328,7 @@ class WorkflowEngine:
         self._intake.close()
         if skip_backends:
             self._executor.cancel_open("engine shutdown")
+            release_claims(self._executor, closed=False)
             return
         await self._executor.close(cancel=not wait)
 

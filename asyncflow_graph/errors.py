@@ -8,7 +8,37 @@ class also derives from that built-in so existing ``except`` clauses keep workin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
+
+#: how much of a user's value an error message shows (then its size)
+SHOWN = 200
+
+
+def shorten(text: str, limit: int = SHOWN) -> str:
+    """``text``, or its start and its length when longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """``repr(value)`` for an error message: its start and its size when long (a
+    1 MB return value makes a short message, not a 1 MB one)."""
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<{type(value).__name__} whose repr() failed: {type(exc).__name__}>"
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str | bytes | bytearray):
+        unit = "characters" if isinstance(value, str) else "bytes"
+        size = f"{type(value).__name__} of {len(value):,} {unit}"
+    elif isinstance(value, Sized):
+        size = f"{type(value).__name__} of {len(value):,} items"
+    else:
+        size = f"{type(value).__name__}, repr of {len(text):,} characters"
+    return f"{text[:limit]}... ({size})"
+
 
 __all__ = [
     "AsyncFlowGraphError",
@@ -19,12 +49,15 @@ __all__ = [
     "ConfigurationError",
     "DependencyFailureError",
     "EngineClosedError",
+    "EngineError",
     "MissingInputError",
     "PromptNotSupportedError",
     "SerializationError",
     "TaskBuildError",
     "TaskTimeoutError",
     "UnknownOptionError",
+    "shorten",
+    "shown",
 ]
 
 
@@ -86,7 +119,7 @@ class CommandFailedError(AsyncFlowGraphError, RuntimeError):
         self.stderr = stderr
         self.stdout = stdout
         tail = stderr.strip()[-2000:] or "(no stderr)"
-        super().__init__(f"command {command!r} exited with status {exit_code}: {tail}")
+        super().__init__(f"command {shorten(repr(command))} exited with status {exit_code}: {tail}")
 
 
 class TaskTimeoutError(AsyncFlowGraphError, TimeoutError):
@@ -120,12 +153,21 @@ class EngineClosedError(AsyncFlowGraphError, RuntimeError):
     """A task was created on an engine that has been shut down."""
 
 
+class EngineError(AsyncFlowGraphError, RuntimeError):
+    """Something inside asyncflow_graph's own machinery (compiling, dispatching,
+    resolving a future) failed for a task. The task ends with this error, which
+    names it and the internal cause (also its ``__cause__``); every other task
+    runs on."""
+
+
 class DependencyFailureError(AsyncFlowGraphError):
     """A task did not run because a task it depends on failed.
 
     ``failed_dependencies`` names the failed upstream tasks and ``root_cause`` is the
     first failed dependency's exception (itself a ``DependencyFailureError`` further
-    down a chain); it is also ``__cause__`` so tracebacks show the chain.
+    down a chain); it is also ``__cause__`` so tracebacks show the chain. ``origin``
+    is the exception that started it all: the end of the ``root_cause`` chain, which
+    the message names (however long the chain, the message stays one line).
     """
 
     def __init__(
@@ -138,10 +180,12 @@ class DependencyFailureError(AsyncFlowGraphError):
         self.message = message
         self.failed_dependencies = list(failed_dependencies or ())
         self.root_cause = root_cause
+        self.origin: BaseException | None = getattr(root_cause, "origin", None) or root_cause
         if root_cause is not None:
             self.__cause__ = root_cause
 
     def __str__(self) -> str:
-        if self.root_cause is None:
+        origin = self.origin
+        if origin is None:
             return self.message
-        return f"{self.message} (root cause: {type(self.root_cause).__name__}: {self.root_cause})"
+        return f"{self.message} (root cause: {type(origin).__name__}: {shorten(str(origin))})"

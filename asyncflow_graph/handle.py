@@ -10,6 +10,7 @@ executor's intake implements it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,23 +22,33 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .visualize import Drawing
 
-__all__ = ["HandleHost", "LazyTaskFuture", "RemoteTaskFuture", "TaskFuture"]
+__all__ = [
+    "FailedTaskFuture",
+    "HandleHost",
+    "LazyTaskFuture",
+    "RemoteTaskFuture",
+    "TaskFuture",
+    "report_once",
+]
 
 
 class HandleHost(Protocol):
     """What a handle may ask of the run it belongs to."""
 
     loop: asyncio.AbstractEventLoop
+    engine_uid: str
 
     @property
     def graph(self) -> Graph: ...
     @property
     def view(self) -> RunView: ...
     def node(self, key: str) -> Node: ...
+    def graph_of(self, keys: Iterable[str]) -> Graph: ...
     def describe(self, key: str) -> dict[str, Any]: ...
     def plan_for(self, keys: Iterable[str] | None) -> Plan: ...
     def cancel(self, key: str, msg: Any) -> bool: ...
     def demand(self, key: str) -> None: ...
+    def awaiting(self, key: str) -> None: ...
     def fetch(self, key: str) -> None: ...
 
 
@@ -57,6 +68,11 @@ class TaskFuture(asyncio.Future[Any]):
     @property
     def uid(self) -> str:
         return self.key
+
+    @property
+    def engine_uid(self) -> str:
+        """The uid of the engine this handle belongs to."""
+        return self.host.engine_uid
 
     @property
     def node(self) -> Node:
@@ -81,13 +97,20 @@ class TaskFuture(asyncio.Future[Any]):
     @property
     def graph(self) -> Graph:
         """This task and its ancestors, as an immutable graph."""
-        return self.host.graph.cull([self.key])
+        return self.host.graph_of([self.key])
 
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
         from .visualize import visualize
 
         host = self.host
         return visualize(host.plan_for([self.key]), filename=filename, state=host.view, **kwargs)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        if not self.done():  # a block body must not wait for what waits for it
+            self.host.awaiting(self.key)
+        return super().__await__()
+
+    __iter__ = __await__
 
     def cancel(self, msg: Any = None) -> bool:
         """Cancel this task's work and every dependent; False once it has ended."""
@@ -163,6 +186,72 @@ class RemoteTaskFuture(TaskFuture):
         return super().result()
 
 
+class FailedTaskFuture(TaskFuture):
+    """A handle that failed. A failure reaches the user once: retrieving it here, or
+    through a dependent's :class:`~asyncflow_graph.errors.DependencyFailureError`
+    (whose ``origin`` it is), counts for every handle that carries it, and a failure
+    nobody retrieved is logged by the first of its handles to be collected, not by
+    each (a dependent logs the failure it comes from, not its chain of causes). The
+    executor switches a handle to this class when it sets the exception (the same
+    slots: the switch costs nothing)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        _retrieved(self._exception)
+        return super().__await__()
+
+    __iter__ = __await__
+
+    def result(self) -> Any:
+        _retrieved(self._exception)
+        return super().result()
+
+    def exception(self) -> BaseException | None:
+        _retrieved(self._exception)
+        return super().exception()
+
+    def __del__(self) -> None:
+        if self._log_traceback:  # nobody retrieved it from this handle
+            exc = self._exception
+            origin = _origin(exc)
+            if getattr(origin, _MARK, False):
+                self._log_traceback = False
+            else:
+                _retrieved(exc)  # reported now: by no other handle again
+                if origin is not exc:
+                    self._log_traceback = False
+                    self._loop.call_exception_handler(
+                        {
+                            "message": f"{type(self).__name__} exception was never "
+                            f"retrieved: {self.key} did not run because a task it depends "
+                            f"on failed, with",
+                            "exception": origin,
+                            "future": self,
+                        }
+                    )
+        super().__del__()
+
+
+_MARK = "_asyncflow_reported"
+
+
+def _origin(exc: BaseException | None) -> BaseException | None:
+    return getattr(exc, "origin", None) or exc
+
+
+def _retrieved(exc: BaseException | None) -> None:
+    with contextlib.suppress(AttributeError):  # a type that takes no attributes
+        setattr(_origin(exc), _MARK, True)
+
+
+def report_once(fut: asyncio.Future[Any]) -> None:
+    """Make failed handle ``fut`` a :class:`FailedTaskFuture`."""
+    if isinstance(fut, TaskFuture):
+        fut.__class__ = FailedTaskFuture
+
+
 register_reference_type(TaskFuture)
 register_reference_type(LazyTaskFuture)
 register_reference_type(RemoteTaskFuture)
+register_reference_type(FailedTaskFuture)

@@ -226,6 +226,12 @@ class Backend(ABC):
         When it returns, the backend starts nothing of ``work`` any more (a remote
         backend waits for its scheduler to confirm)."""
 
+    async def cancel_tail(self, work: Work, key: str) -> None:  # noqa: B027 - optional hook
+        """``work`` is a chain that runs now, and ``key`` and the keys after it were
+        cancelled: start none of them (the keys before ``key`` run on and report as
+        usual; report nothing for the stopped ones). By default nothing is done: the
+        bodies after ``key`` still run, and their results are dropped."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release every resource; called once at engine shutdown."""
 

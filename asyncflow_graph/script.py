@@ -14,10 +14,11 @@ import itertools
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .compiler import Capabilities, Plan, compile_plan
-from .decorators import make_definition
+from .decorators import TaskDefinition, make_definition
+from .errors import ConfigurationError
 from .graph import Graph
 from .spec import Node, TaskKind, register_reference_type
 
@@ -33,6 +34,8 @@ class Delayed:
     compile it, or ``compute()`` it."""
 
     __slots__ = ("__weakref__", "key", "node", "parents")
+    #: the builder every unbound node belongs to (the spec checks it)
+    host: ClassVar[Any] = None
 
     def __init__(self, node: Node, parents: tuple[Delayed, ...]) -> None:
         self.node = node
@@ -67,6 +70,15 @@ class _ScriptBuilder:
         self.scope: ContextVar[Any] = ContextVar("asyncflow_graph.script", default=None)
         self._live: weakref.WeakValueDictionary[str, Delayed] = weakref.WeakValueDictionary()
 
+    def foreign(self, handle: Any, task: str) -> Exception:
+        engine = getattr(handle, "engine_uid", None)
+        owner = f" of engine {engine}" if engine is not None else ""
+        return ConfigurationError(
+            f"module-level task {task!r} got {handle!r}{owner} as an argument; unbound "
+            f"tasks take values and other unbound tasks only: pass the handle's value "
+            f"(`await handle`), or create {task!r} with that engine's decorators"
+        )
+
     def existing(self, key: str) -> Delayed | None:
         return self._live.get(key)
 
@@ -83,6 +95,7 @@ class _ScriptBuilder:
 
 
 _builder = _ScriptBuilder()
+Delayed.host = _builder
 
 
 def _decorator(kind: TaskKind) -> Callable[..., Any]:
@@ -110,6 +123,31 @@ def _collect(obj: Any, out: list[Delayed]) -> None:
     elif isinstance(obj, dict):
         for x in obj.values():
             _collect(x, out)
+    elif isinstance(obj, asyncio.Future):
+        engine = getattr(obj, "engine_uid", None)
+        raise ConfigurationError(
+            f"compute()/compile() got {obj!r}, a handle of engine {engine}: it runs in that "
+            f"engine already. `await` it there (or flow.compile(handle) for its plan); "
+            f"compute() takes unbound tasks made by asyncflow_graph.function_task & co."
+        )
+    elif isinstance(obj, TaskDefinition):
+        raise ConfigurationError(
+            f"compute()/compile() got the task definition {obj!r} itself: call it to make "
+            f"a task, e.g. compute({obj.name}(...))"
+        )
+
+
+def _tasks_in(objs: tuple[Any, ...]) -> list[Delayed]:
+    """The unbound tasks at any depth of ``objs``; there must be at least one."""
+    handles: list[Delayed] = []
+    _collect(objs, handles)
+    if not handles:
+        shown = ", ".join(type(o).__name__ for o in objs) or "nothing"
+        raise ConfigurationError(
+            f"compute()/compile() got no task to run (got {shown}); pass tasks made by "
+            f"asyncflow_graph.function_task & co., at any depth of lists, tuples and dicts"
+        )
+    return handles
 
 
 def _rebuild(obj: Any, values: dict[str, Any]) -> Any:
@@ -143,8 +181,7 @@ def _merged_graph(handles: list[Delayed]) -> Graph:
 
 def compile(*objs: Any, backends: Sequence[Backend] | None = None) -> Plan:
     """The plan for ``objs`` (handles at any depth) without running anything."""
-    handles: list[Delayed] = []
-    _collect(objs, handles)
+    handles = _tasks_in(objs)
     caps: dict[str, Capabilities]
     if backends:
         caps = {b.name: b.capabilities for b in backends}
@@ -186,8 +223,7 @@ async def _compute(
 ) -> tuple[Any, ...]:
     from .engine import WorkflowEngine
 
-    handles: list[Delayed] = []
-    _collect(objs, handles)
+    handles = _tasks_in(objs)
     graph = _merged_graph(handles)
     from .backends.local import LocalExecutionBackend
 

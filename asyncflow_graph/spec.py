@@ -15,12 +15,14 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, shown
+from .tokens import callable_identity
 
 __all__ = [
     "EMPTY_MAPPING",
     "GENERATION_OPTIONS",
     "Call",
+    "ForeignReference",
     "Node",
     "Ref",
     "TaskKind",
@@ -77,15 +79,19 @@ class TaskOptions:
             raise ConfigurationError(f"backend= must be a backend name (str), got {self.backend!r}")
         for flag in ("capture_stdio", "service", "pure"):
             if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag}= must be True or False, got {getattr(self, flag)!r}")
+                raise TypeError(f"{flag}= must be True or False, got {shown(getattr(self, flag))}")
         if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigurationError(f"retries= must be an int >= 0, got {self.retries!r}")
+            raise ConfigurationError(f"retries= must be an int >= 0, got {shown(self.retries)}")
         if not isinstance(self.retry_delay, int | float) or self.retry_delay < 0:
-            raise ConfigurationError(f"retry_delay= must be >= 0 seconds, got {self.retry_delay!r}")
+            raise ConfigurationError(
+                f"retry_delay= must be >= 0 seconds, got {shown(self.retry_delay)}"
+            )
         if self.timeout is not None and (
             not isinstance(self.timeout, int | float) or self.timeout <= 0
         ):
-            raise ConfigurationError(f"timeout= must be a positive number, got {self.timeout!r}")
+            raise ConfigurationError(
+                f"timeout= must be a positive number, got {shown(self.timeout)}"
+            )
         if not isinstance(self.task_description, Mapping):
             raise TypeError(
                 f"task_description must be a dict, got {type(self.task_description).__name__}"
@@ -133,7 +139,7 @@ def _check_resources(value: Any, where: str) -> Mapping[str, float]:
     if not ok:
         raise ConfigurationError(
             f"{where} must map resource names to amounts >= 0, for example "
-            f"{{'GPU': 1, 'CPU': 4}}; got {value!r}"
+            f"{{'GPU': 1, 'CPU': 4}}; got {shown(value)}"
         )
     return MappingProxyType(dict(value)) if value else EMPTY_MAPPING
 
@@ -141,27 +147,30 @@ def _check_resources(value: Any, where: str) -> Mapping[str, float]:
 def _check_generation(options: TaskOptions) -> None:
     n = options.max_tokens
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
-        raise ConfigurationError(f"max_tokens= must be an int > 0, got {n!r}")
+        raise ConfigurationError(f"max_tokens= must be an int > 0, got {shown(n)}")
     t = options.temperature
     if t is not None and (not isinstance(t, int | float) or isinstance(t, bool) or t < 0):
-        raise ConfigurationError(f"temperature= must be a number >= 0 (0 is greedy), got {t!r}")
+        raise ConfigurationError(
+            f"temperature= must be a number >= 0 (0 is greedy), got {shown(t)}"
+        )
     s = options.system
     if s is not None and (not isinstance(s, str) or not s.strip()):
-        raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {s!r}")
+        raise ConfigurationError(f"system= must be a non-empty system prompt (str), got {shown(s)}")
     object.__setattr__(options, "stop", _normalized_stop(options.stop))
 
 
 def _check_cache(options: TaskOptions) -> None:
     if options.cache is not None and not isinstance(options.cache, bool):
-        raise TypeError(f"cache= must be True, False or None, got {options.cache!r}")
+        raise TypeError(f"cache= must be True, False or None, got {shown(options.cache)}")
     v = options.cache_version
     if v is not None and (not isinstance(v, str | int) or isinstance(v, bool)):
-        raise ConfigurationError(f"cache_version= must be a str or an int, got {v!r}")
+        raise ConfigurationError(f"cache_version= must be a str or an int, got {shown(v)}")
     ignore = options.cache_ignore
     names = (ignore,) if isinstance(ignore, str) else ignore
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
         raise ConfigurationError(
-            f"cache_ignore= must name arguments, e.g. cache_ignore=('verbose',), got {ignore!r}"
+            f"cache_ignore= must name arguments, e.g. cache_ignore=('verbose',), got "
+            f"{shown(ignore)}"
         )
     object.__setattr__(options, "cache_ignore", tuple(names))
 
@@ -174,7 +183,7 @@ def _normalized_stop(stop: Any) -> tuple[str, ...] | None:
     if not isinstance(items, list | tuple) or not all(isinstance(x, str) and x for x in items):
         raise ConfigurationError(
             f"stop= must be a non-empty string or a list of them, e.g. stop=['\\n\\n'], "
-            f"got {stop!r}"
+            f"got {shown(stop)}"
         )
     return tuple(items) or None
 
@@ -270,17 +279,30 @@ _reference_types: set[type] = set()
 def register_reference_type(cls: type) -> None:
     """Declare ``cls`` (which has a ``key`` attribute) as a handle to a node.
 
-    The handle module registers its classes so the spec never imports it."""
+    Instances carry ``host``: the builder they belong to (an engine's intake;
+    None for the script face's unbound nodes). The handle module registers its
+    classes so the spec never imports it."""
     _reference_types.add(cls)
 
 
+class ForeignReference(ConfigurationError):
+    """Raised by :func:`extract_refs` for a handle that belongs to another host (the
+    decorators replace it with an error that names both)."""
+
+    def __init__(self, handle: Any) -> None:
+        super().__init__(f"{handle!r} belongs to another engine or builder")
+        self.handle = handle
+
+
 def extract_refs(
-    args: tuple[Any, ...], kwargs: dict[str, Any]
+    args: tuple[Any, ...], kwargs: dict[str, Any], host: Any = None
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[str, ...], bool]:
     """Replace handles in ``args``/``kwargs`` (at any depth) by :class:`Ref`.
 
     Returns the new args and kwargs, the ordered unique dependency keys, and
-    whether any reference sits inside a container."""
+    whether any reference sits inside a container. A handle whose ``host`` is
+    not ``host`` raises :class:`ForeignReference`: its key names a node of
+    another graph, and the same key here would be another task."""
     deps: dict[str, None] = {}
     deep = False
     new_args = args
@@ -289,12 +311,14 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
+            if a.host is not host:
+                raise ForeignReference(a)
             if new_args is args:
                 new_args = list(args)  # type: ignore[assignment]
             deps[a.key] = None
             new_args[i] = Ref(a.key)  # type: ignore[index]
         elif t in _CONTAINERS or isinstance(a, tuple):
-            found = _replace_nested(a, deps)
+            found = _replace_nested(a, deps, host)
             if found is not a:
                 deep = True
                 if new_args is args:
@@ -306,12 +330,14 @@ def extract_refs(
         if t in _ATOMIC:
             continue
         if t in _reference_types:
+            if v.host is not host:
+                raise ForeignReference(v)
             if new_kwargs is kwargs:
                 new_kwargs = dict(kwargs)
             deps[v.key] = None
             new_kwargs[name] = Ref(v.key)
         elif t in _CONTAINERS or isinstance(v, tuple):
-            found = _replace_nested(v, deps)
+            found = _replace_nested(v, deps, host)
             if found is not v:
                 deep = True
                 if new_kwargs is kwargs:
@@ -322,22 +348,24 @@ def extract_refs(
     return new_args, new_kwargs, tuple(deps), deep
 
 
-def _replace_nested(obj: Any, deps: dict[str, None]) -> Any:
+def _replace_nested(obj: Any, deps: dict[str, None], host: Any) -> Any:
     """Return ``obj`` itself when it holds no handle, else a copy with Refs."""
     t = type(obj)
     if t in _reference_types:
+        if obj.host is not host:
+            raise ForeignReference(obj)
         deps[obj.key] = None
         return Ref(obj.key)
     if t is dict:
         changed = False
         out = {}
         for k, v in obj.items():
-            nv = _replace_nested(v, deps) if type(v) not in _ATOMIC else v
+            nv = _replace_nested(v, deps, host) if type(v) not in _ATOMIC else v
             changed |= nv is not v
             out[k] = nv
         return out if changed else obj
     if t in (list, set, frozenset) or isinstance(obj, tuple):
-        items = [_replace_nested(v, deps) if type(v) not in _ATOMIC else v for v in obj]
+        items = [_replace_nested(v, deps, host) if type(v) not in _ATOMIC else v for v in obj]
         if all(a is b for a, b in zip(items, obj, strict=True)):
             return obj
         return _rebuild(obj, items)
@@ -387,34 +415,48 @@ def _sub_nested(obj: Any, values: Mapping[str, Any]) -> Any:
 def tokenize(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """A deterministic token for a pure call: equal calls give equal tokens.
 
-    Objects that cannot be normalized deterministically fall back to their identity,
-    which keeps keys unique (never wrongly shared) at the price of no sharing."""
+    The callable counts by what it is (:func:`~asyncflow_graph.tokens.callable_identity`:
+    code, closure values, bound object), not by its name. Objects that cannot be
+    normalized deterministically fall back to their identity, which keeps keys
+    unique (never wrongly shared) at the price of no sharing: the node holds the
+    object, so its id is not reused while the key exists."""
     h = hashlib.blake2b(digest_size=12)
-    h.update(_normalize(func).encode())
+    seen: set[int] = set()
+    h.update(_normalize(func, seen).encode())
     for a in args:
-        h.update(b"\x00" + _normalize(a).encode())
+        h.update(b"\x00" + _normalize(a, seen).encode())
     for k in sorted(kwargs):
-        h.update(b"\x01" + k.encode() + b"=" + _normalize(kwargs[k]).encode())
+        h.update(b"\x01" + k.encode() + b"=" + _normalize(kwargs[k], seen).encode())
     return h.hexdigest()
 
 
-def _normalize(obj: Any) -> str:
+def _normalize(obj: Any, seen: set[int]) -> str:
     t = type(obj)
     if t in _ATOMIC:
         return f"{t.__name__}:{obj!r}"
     if t is Ref:
         return f"ref:{obj.key}"
+    if id(obj) in seen:  # a container or closure that holds itself
+        return "cycle"
+    seen.add(id(obj))
+    try:
+        return _normalize_composite(obj, t, seen)
+    finally:
+        seen.discard(id(obj))
+
+
+def _normalize_composite(obj: Any, t: type, seen: set[int]) -> str:
     if t in (list, tuple):
-        return f"{t.__name__}[{','.join(_normalize(v) for v in obj)}]"
+        return f"{t.__name__}[{','.join(_normalize(v, seen) for v in obj)}]"
     if t in (set, frozenset):
-        return f"set[{','.join(sorted(_normalize(v) for v in obj))}]"
+        return f"set[{','.join(sorted(_normalize(v, seen) for v in obj))}]"
     if t is dict:
-        items = sorted((_normalize(k), _normalize(v)) for k, v in obj.items())
+        items = sorted((_normalize(k, seen), _normalize(v, seen)) for k, v in obj.items())
         return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    if callable(obj) and qualname and module and "<locals>" not in qualname:
-        return f"fn:{module}.{qualname}"
+    identity = callable_identity(obj)
+    if identity is not None:
+        label, values = identity
+        return f"{label}({','.join(_normalize(v, seen) for v in values)})"
     try:
         return "pickle:" + hashlib.blake2b(pickle.dumps(obj, protocol=5)).hexdigest()
     except Exception:

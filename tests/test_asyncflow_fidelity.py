@@ -140,7 +140,9 @@ async def test_components_shape_read_only_and_built_on_demand() -> None:
     b = group()
     await asyncio.gather(t, b)
     comps = flow.components
-    assert set(comps) >= {t.key, b.key} and len(comps) == 3
+    # The inner greet("block") handle is gone: nobody held it once the block
+    # returned, and the engine holds handles weakly (flat memory in long runs).
+    assert set(comps) == {t.key, b.key}
     assert comps[t.key]["type"] == "task" and comps[b.key]["type"] == "block"
     assert comps[t.key]["future"] is t
     desc = comps[t.key]["description"]
@@ -163,8 +165,9 @@ async def test_components_keep_nothing_alive() -> None:
     comps = flow.components
     # The view refers to the executor's own table and to nothing else: it adds no
     # reference to any handle, which lives exactly as long as the engine keeps it.
-    held = [r for r in gc.get_referents(comps) if not isinstance(r, type)]
-    assert held == [flow._executor.futures]
+    (view,) = [r for r in gc.get_referents(comps) if not isinstance(r, type)]
+    held = [r for r in gc.get_referents(view) if not isinstance(r, type)]
+    assert held == [flow._executor.handles]  # the run's own tables, nothing else
     await flow.shutdown()
 
 

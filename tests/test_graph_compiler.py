@@ -153,6 +153,8 @@ def test_toposort_detects_cycle():
 
 
 class FakeHandle:
+    host = None  # the builder a handle belongs to (extract_refs checks it)
+
     def __init__(self, key):
         self.key = key
 
@@ -327,7 +329,7 @@ def test_fuse_respects_timeout_errors_and_no_fuse():
     nodes = chain(4, "x")
     nodes["n2"] = mk("n2", ("n1",), "x", timeout=1.0)
     units = fuse(nodes, assign_backends(nodes, "x"))
-    assert [u.keys for u in units] == [("n0", "n1"), ("n2", "n3")]
+    assert [u.keys for u in units] == [("n0", "n1"), ("n2",), ("n3",)]  # n2 alone: its timeout
     nodes = chain(3, "x")
     assert len(fuse(nodes, assign_backends(nodes, "x"), errors={"n1"})) == 3
     assert len(fuse(nodes, assign_backends(nodes, "x"), no_fuse={"x"})) == 3

@@ -18,7 +18,7 @@ except ModuleNotFoundError as exc:  # the AI backend's one dependency
 
     raise missing_dependency("httpx", "ai", "OpenAIInferenceBackend") from exc
 
-from ..errors import BackendError, ConfigurationError, UnknownOptionError
+from ..errors import BackendError, ConfigurationError, UnknownOptionError, shown
 from ..protocol import Work
 from ..spec import GENERATION_OPTIONS, TaskOptions
 
@@ -296,7 +296,7 @@ def parse_answers(
         answers[sent[index].key] = (
             (text, choice.get("finish_reason"))
             if text is not None
-            else BackendError(f"{url} answered prompt #{index} without text: {choice!r}")
+            else BackendError(f"{url} answered prompt #{index} without text: {shown(choice)}")
         )
     for index, w in enumerate(sent):
         if w.key not in answers:

@@ -20,7 +20,7 @@ import asyncio
 import inspect
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import BackendError, ConfigurationError, missing_dependency
@@ -68,7 +68,25 @@ def _call_node(task: _Call, values: list[Any]) -> Any:
 
 
 def _run_command(cmd: Command) -> str:
-    return run_command_sync(cmd)
+    return run_command_sync(cmd, stop=_cancelled_on_this_worker())
+
+
+def _cancelled_on_this_worker() -> Callable[[], bool] | None:
+    """Worker side: whether the Dask task running now has been cancelled (Dask does
+    not stop a running task's thread; its command's process group is killed)."""
+    try:
+        from distributed import get_worker
+        from distributed.utils import thread_state  # type: ignore[attr-defined]
+
+        worker, key = get_worker(), thread_state.key
+    except Exception:  # not on a Dask worker (a local scheduler): nothing to ask
+        return None
+
+    def cancelled() -> bool:
+        task = worker.state.tasks.get(key)
+        return task is None or task.state in ("cancelled", "released", "forgotten")
+
+    return cancelled
 
 
 class _Batch:

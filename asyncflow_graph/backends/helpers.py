@@ -17,10 +17,12 @@ Every built-in backend uses them, and a third-party backend can too (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from typing import Any
 
 from ..coro import resume
@@ -45,14 +47,19 @@ def calls_of(work: Work) -> list[Call]:
     return [n.to_call() for n in work.nodes]
 
 
-def run_chain(calls: Sequence[Call], inputs: Mapping[str, Any]) -> list[Outcome]:
+def run_chain(
+    calls: Sequence[Call], inputs: Mapping[str, Any], stop: Container[str] | None = None
+) -> list[Outcome]:
     """Run ``calls`` (a chain: each later call takes the one before) back to back
-    with ``inputs`` (the work's input values); stop at the first failure.
+    with ``inputs`` (the work's input values); stop at the first failure, or before
+    a call whose key is in ``stop`` (cancelled meanwhile: its body never starts).
     Coroutine functions get a private event loop (we are off the engine's loop
     here). Returns ``(key, ok, value-or-exception)`` outcomes, in order."""
     values: Mapping[str, Any] = inputs
     out: list[Outcome] = []
     for c in calls:
+        if stop is not None and c.key in stop:
+            return out
         try:
             value = call(c, values)
             if inspect.iscoroutine(value):
@@ -72,8 +79,10 @@ def run_pickled_chain(payload: bytes) -> bytes:
     that task instead of breaking the pool."""
     import cloudpickle
 
-    calls, inputs = cloudpickle.loads(payload)
-    outcomes = run_chain(calls, inputs)
+    # (calls, inputs) or (calls, inputs, stop): stop, e.g. a FlagDirectory, is asked
+    # before each call as run_chain does
+    calls, inputs, *stop = cloudpickle.loads(payload)
+    outcomes = run_chain(calls, inputs, stop[0] if stop else None)
     try:
         return bytes(cloudpickle.dumps(outcomes))
     except Exception:
@@ -93,8 +102,26 @@ def run_pickled_chain(payload: bytes) -> bytes:
         return bytes(cloudpickle.dumps(safe))
 
 
+#: each command leads its own process group, so that stopping it stops what it started
+_GROUP: dict[str, Any] = {"process_group": 0} if os.name == "posix" else {}
+
+
+def _kill_group(proc: Any) -> None:
+    """Kill ``proc`` and every process in its group (a shell's children too)."""
+    if proc.returncode is not None and not _GROUP:
+        return
+    try:
+        if _GROUP:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass  # ended already
+
+
 async def run_command(cmd: Command) -> str:
-    """Run ``cmd`` as a child process of the engine's loop; killed if cancelled.
+    """Run ``cmd`` as a child process of the engine's loop; killed if cancelled,
+    with every process it started (its process group).
 
     Returns stdout as a string, or the stdout file's path with capture_stdio."""
     out_f = err_f = None
@@ -109,6 +136,7 @@ async def run_command(cmd: Command) -> str:
             "stdin": asyncio.subprocess.DEVNULL,
             "cwd": cmd.cwd,
             "env": cmd.env,
+            **_GROUP,
         }
         if cmd.shell is not None:
             proc = await asyncio.create_subprocess_shell(cmd.shell, **options)
@@ -117,9 +145,10 @@ async def run_command(cmd: Command) -> str:
         try:
             out_b, err_b = await proc.communicate()
         except asyncio.CancelledError:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+            _kill_group(proc)
+            # Read the pipes to their end (the group is gone, so they close): the
+            # transport then closes itself now, not in a finalizer after the loop.
+            await asyncio.shield(proc.communicate())
             raise
     finally:
         for f in (out_f, err_f):
@@ -128,32 +157,50 @@ async def run_command(cmd: Command) -> str:
     return _command_result(cmd, proc.returncode or 0, out_b, err_b)
 
 
-def run_command_sync(cmd: Command) -> str:
-    """The same as :func:`run_command`, blocking (for threads and remote workers)."""
-    if cmd.stdout_path is not None and cmd.stderr_path is not None:
-        os.makedirs(os.path.dirname(cmd.stdout_path), exist_ok=True)
-        with open(cmd.stdout_path, "wb") as out_f, open(cmd.stderr_path, "wb") as err_f:
-            proc = subprocess.run(
-                cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
-                shell=cmd.shell is not None,
-                stdout=out_f,
-                stderr=err_f,
-                cwd=cmd.cwd,
-                env=cmd.env,
-                stdin=subprocess.DEVNULL,
-                check=False,
-            )
-        return _command_result(cmd, proc.returncode, None, None)
-    proc = subprocess.run(
-        cmd.shell if cmd.shell is not None else list(cmd.argv or ()),
-        shell=cmd.shell is not None,
-        capture_output=True,
-        cwd=cmd.cwd,
-        env=cmd.env,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    return _command_result(cmd, proc.returncode, proc.stdout, proc.stderr)
+def run_command_sync(cmd: Command, stop: Callable[[], bool] | None = None) -> str:
+    """The same as :func:`run_command`, blocking (for threads and remote workers).
+    ``stop`` is asked every :data:`STOP_POLL` seconds while the command runs; when
+    it answers True (the task was cancelled) the command's process group is killed
+    and :class:`~asyncflow_graph.errors.CommandFailedError` raised."""
+    argv = cmd.shell if cmd.shell is not None else list(cmd.argv or ())
+    with contextlib.ExitStack() as files:
+        if cmd.stdout_path is not None and cmd.stderr_path is not None:
+            os.makedirs(os.path.dirname(cmd.stdout_path), exist_ok=True)
+            out: Any = files.enter_context(open(cmd.stdout_path, "wb"))
+            err: Any = files.enter_context(open(cmd.stderr_path, "wb"))
+        else:
+            out = err = subprocess.PIPE
+        proc = subprocess.Popen(
+            argv,
+            shell=cmd.shell is not None,
+            stdout=out,
+            stderr=err,
+            cwd=cmd.cwd,
+            env=cmd.env,
+            stdin=subprocess.DEVNULL,
+            **_GROUP,
+        )
+        with proc:
+            out_b, err_b = _wait(proc, cmd, stop)
+    return _command_result(cmd, proc.returncode, out_b, err_b)
+
+
+#: seconds between two questions to run_command_sync's ``stop``
+STOP_POLL = 0.2
+
+
+def _wait(proc: subprocess.Popen[bytes], cmd: Command, stop: Callable[[], bool] | None) -> Any:
+    while True:
+        try:
+            return proc.communicate(timeout=None if stop is None else STOP_POLL)
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop():
+                _kill_group(proc)
+                proc.communicate()
+                raise CommandFailedError(cmd.text, -signal.SIGKILL, "cancelled: killed") from None
+        except BaseException:  # interrupted: leave nothing running
+            _kill_group(proc)
+            raise
 
 
 def _command_result(cmd: Command, code: int, out_b: bytes | None, err_b: bytes | None) -> str:

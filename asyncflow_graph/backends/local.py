@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
-from collections.abc import Callable, Coroutine, Sequence
+import types
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -31,6 +32,7 @@ from ..spec import call
 from .asyncflow_api import AsyncFlowBackendAPI, mark_attached
 from .helpers import calls_of, run_chain, run_command, run_pickled_chain
 from .local_tasks import TaskDictRunner
+from .stops import Stops
 
 __all__ = ["LocalExecutionBackend"]
 
@@ -59,7 +61,11 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             needs_pickle=self._processes, backend_type=type(self).__name__
         )
         self._tasks: dict[str, asyncio.Future[Any]] = {}
-        self._is_async: dict[Callable[..., Any], bool] = {}
+        #: code object -> whether its functions are coroutine functions. Keyed by
+        #: code, not function: closures made per task share one entry (a cache by
+        #: function would keep every one alive), and unhashable callables work.
+        self._is_async: dict[types.CodeType, bool] = {}
+        self._stops = Stops()  # keys cancelled while their unit runs or waits in the pool
         self._closed = False
         self._init_asyncflow_api()
         self._dicts = TaskDictRunner(self)
@@ -141,10 +147,13 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     ) -> None:
         report = self.context.reporter
         node = work.nodes[i]
+        stopped = self._stops.open(work.key) if len(work.nodes) > i + 1 else ()
         try:
             value = await resume(coro, yielded)
             report.done(node.key, value)
             for node in work.nodes[i + 1 :]:
+                if node.key in stopped:  # cancelled while the task before it ran
+                    return
                 report.running(node.key)
                 value = await call(node, {node.deps[0]: value})
                 report.done(node.key, value)
@@ -155,13 +164,23 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             report.failed(node.key, exc)
         finally:
             self._forget(work.key)
+            self._stops.done(work.key, stopped)
 
     def _all_async(self, work: Work) -> bool:
         cache = self._is_async
+        last = None
         for node in work.nodes:
-            flag = cache.get(node.func)
-            if flag is None:
-                flag = cache[node.func] = inspect.iscoroutinefunction(node.func)
+            func = node.func
+            if func is last:  # a chain of one function: asked once
+                continue
+            last = func
+            if type(func) is types.FunctionType:
+                code = func.__code__
+                flag = cache.get(code)
+                if flag is None:
+                    flag = cache[code] = inspect.iscoroutinefunction(func)
+            else:  # partials, bound methods, callable objects
+                flag = inspect.iscoroutinefunction(func)
             if not flag:
                 return False
         return True
@@ -171,17 +190,19 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         loop = self.context.loop
         calls = calls_of(work)
         inputs = dict(work.inputs)
+        stopped = self._stops.open(work.key)  # asked before each call, the first too
         report.running(work.key)  # handed to the pool (a thread may still be busy)
         try:
             if self._processes:
                 import cloudpickle
 
-                blob = await loop.run_in_executor(
-                    self._executor, run_pickled_chain, cloudpickle.dumps((calls, inputs))
-                )
+                payload = cloudpickle.dumps((calls, inputs, self._stops.flags()))
+                blob = await loop.run_in_executor(self._executor, run_pickled_chain, payload)
                 outcomes = cloudpickle.loads(blob)
             else:
-                outcomes = await loop.run_in_executor(self._executor, run_chain, calls, inputs)
+                outcomes = await loop.run_in_executor(
+                    self._executor, run_chain, calls, inputs, stopped
+                )
         except asyncio.CancelledError:
             report.cancelled(work.key)
             raise
@@ -200,6 +221,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             return
         finally:
             self._forget(work.key)
+            self._stops.done(work.key, stopped)
         report.ended(outcomes)
 
     async def _run_command(self, work: Work) -> None:
@@ -234,9 +256,17 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
     # -- cancel / close -----------------------------------------------------------------
 
     async def cancel(self, work: Work) -> None:
+        # Before anything else (the executor runs this first step at once): no body
+        # of work.nodes starts any more, in a thread, a worker process or on the loop.
+        self._stops.stop(work.nodes)
         task = self._tasks.pop(work.key, None)
         if task is not None and not task.done():
             task.cancel()
+
+    async def cancel_tail(self, work: Work, key: str) -> None:
+        # At once too: a thread, a worker process or the loop task running the chain
+        # checks before each call, so no body from ``key`` on starts.
+        self._stops.stop(work.nodes[work.unit.keys.index(key) :], head=work.key)
 
     # -- AsyncFlow's backends API (task dicts) ---------------------------------------------
 
@@ -261,3 +291,4 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             await asyncio.wait(tasks, timeout=10)
         # Never block the loop on running threads: the pool drains in a helper thread.
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self._stops.close()

@@ -9,7 +9,7 @@ from .passes import (
     partition,
     validate,
 )
-from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
+from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit, failed_plan
 
 __all__ = [
     "ENGINE_BACKEND",
@@ -20,6 +20,7 @@ __all__ = [
     "assign_backends",
     "compile_plan",
     "cull",
+    "failed_plan",
     "fuse",
     "merge_graph_units",
     "partition",

@@ -162,15 +162,14 @@ def _topological(nodes: Mapping[str, Node]) -> list[str]:
     return list(nodes)
 
 
-def shares_submission(node: Node, errors: Container[str], *, first: bool = False) -> bool:
+def shares_submission(node: Node, errors: Container[str]) -> bool:
     """The one fusion rule, used by every pass that fuses: only function tasks
-    without a compile-time error share a submission with other tasks, and a task
-    with a ``timeout=`` of its own only as the ``first`` of its unit (the unit's
-    timer starts at its submission, so it would cover tasks after it)."""
+    without a compile-time error and without a ``timeout=`` share a submission with
+    other tasks. A timeout governs its own task alone, from its submission: in a
+    shared unit its timer would cover the tasks before or after it, and a chain in
+    a thread reports every outcome only at its end."""
     return (
-        node.kind is TaskKind.FUNCTION
-        and node.key not in errors
-        and (first or node.options.timeout is None)
+        node.kind is TaskKind.FUNCTION and node.key not in errors and node.options.timeout is None
     )
 
 
@@ -184,15 +183,15 @@ def fuse(
     """Group linear chains of function tasks on one backend into single units.
 
     ``b`` joins ``a``'s unit when ``b`` depends on ``a`` alone, ``a`` has no other
-    dependent here, both may share a submission (:func:`shares_submission`, ``a``
-    as the first of the two), both run on the same backend (one that accepts
-    chains), and both are async or both plain. Units come out in topological order."""
-    flags: dict[Any, bool] = {}
+    dependent here, both may share a submission (:func:`shares_submission`), both
+    run on the same backend (one that accepts chains), and both are async or both
+    plain. Units come out in topological order."""
+    flags: dict[int, bool] = {}  # by id: callables need not be hashable (nodes keep them alive)
 
     def is_async(func: Any) -> bool:
-        flag = flags.get(func)
+        flag = flags.get(id(func))
         if flag is None:
-            flag = flags[func] = inspect.iscoroutinefunction(func)
+            flag = flags[id(func)] = inspect.iscoroutinefunction(func)
         return flag
 
     order = order if order is not None else _topological(nodes)
@@ -212,7 +211,7 @@ def fuse(
             and n_dependents[deps[0]] == 1
             and backend_of[deps[0]] == backend_of[key]
             and shares_submission(node, errors)
-            and shares_submission(nodes[deps[0]], errors, first=True)
+            and shares_submission(nodes[deps[0]], errors)
             # async and plain bodies run in different places (loop vs pool)
             and is_async(node.func) == is_async(nodes[deps[0]].func)
         ):
@@ -375,8 +374,7 @@ def merge_graph_units(
     """Merge a partition's function units into one graph unit (one submission).
 
     A unit joins when every node of it may share a submission
-    (:func:`shares_submission`; a graph unit has no first task whose timer could
-    cover the rest) and every unit of this partition it depends on joined too.
+    (:func:`shares_submission`) and every unit of this partition it depends on joined too.
     That set is closed under in-partition ancestors, so nothing outside it feeds it
     from inside the partition and the units stay acyclic. Units are in topological
     order, so concatenating their keys keeps the graph unit's keys topological."""

@@ -12,7 +12,15 @@ from ..spec import EMPTY_MAPPING, Node
 if TYPE_CHECKING:
     from ..visualize import Drawing
 
-__all__ = ["CACHE_BACKEND", "ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
+__all__ = [
+    "CACHE_BACKEND",
+    "ENGINE_BACKEND",
+    "Capabilities",
+    "Partition",
+    "Plan",
+    "Unit",
+    "failed_plan",
+]
 
 #: a plan displayed in Jupyter is drawn inline up to this many tasks (dot is slow on more)
 REPR_DRAW_LIMIT = 300
@@ -103,3 +111,16 @@ class Plan:
         from ..visualize import visualize
 
         return visualize(self, filename=filename, **kwargs)
+
+
+def failed_plan(node: Node, backend: str, error: BaseException) -> Plan:
+    """The plan of ``node`` alone, ending with ``error`` without running (what a
+    node the compiler failed on gets: it ends, its dependents fail after it)."""
+    unit = Unit(backend, (node.key,), node.deps)
+    part = Partition(0, backend, (unit,), frozenset(), node.deps)
+    return Plan(
+        nodes={node.key: node},
+        partitions=(part,),
+        backend_of={node.key: backend},
+        errors={node.key: error},
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..coro import first_step
-from ..errors import TaskBuildError
+from ..errors import TaskBuildError, shown
 from ..protocol import Command, Work
 from ..spec import Node, TaskKind, bind
 
@@ -50,8 +50,8 @@ class Builders:
     def build(self, node: Node, work: Work) -> None:
         """Run ``node``'s builder with ``work``'s inputs, then submit the payload."""
         executor = self._executor
-        args, kwargs = bind(node, work.inputs)
-        try:
+        try:  # a builder that cannot even be called (wrong arguments) fails its task
+            args, kwargs = bind(node, work.inputs)
             if inspect.iscoroutinefunction(node.func):
                 # First step here, in creation order (a builder that never suspends
                 # costs no Task and no loop turn); only one that suspends gets a Task.
@@ -93,7 +93,7 @@ def make_payload(node: Node, out: Any, work_dir: Path) -> Command | str:
     if node.kind is TaskKind.PROMPT:
         if not isinstance(out, str) or not out.strip():
             raise TaskBuildError(
-                f"prompt task {node.name!r} must return a non-empty string prompt, got {out!r}"
+                f"prompt task {node.name!r} must return a non-empty string prompt, got {shown(out)}"
             )
         return out
     return make_command(node, out, work_dir)
@@ -107,7 +107,7 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
         if not out.strip():
             raise TaskBuildError(
                 f"executable task {node.name!r} must return a non-empty command string "
-                f"or argv list, got {out!r}"
+                f"or argv list, got {shown(out)}"
             )
         if desc.get("shell", True):
             argv, shell = None, out
@@ -120,7 +120,7 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
     else:
         raise TaskBuildError(
             f"executable task {node.name!r} must return a non-empty command string or a "
-            f"non-empty list of str arguments, got {out!r}"
+            f"non-empty list of str arguments, got {shown(out)}"
         )
     env = desc.get("env")
     if env is not None:

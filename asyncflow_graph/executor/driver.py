@@ -15,10 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
+from sys import getrefcount
 from typing import Any
 
 from ..compiler.plan import Plan
-from ..errors import BackendError, DependencyFailureError
+from ..errors import BackendError
 from ..protocol import (
     ENGINE_BACKEND,
     Backend,
@@ -31,13 +32,27 @@ from ..protocol import (
     Work,
 )
 from ..spec import EMPTY_MAPPING, Node, TaskKind, bind
+from . import claims, closing
 from .builders import Builders
+from .endings import resolve_ended
 from .events import RunObserver, RunView
+from .faults import internal_error, log_retry, stop_iteration_error
+from .handles import Handles
 from .inflight import InFlight
-from .instructions import ENDED, Ended, Instruction, Job, Ready, RetryAfter, StopWork
+from .instructions import (
+    ENDED,
+    Ended,
+    Instruction,
+    Job,
+    Ready,
+    RetryAfter,
+    StopTail,
+    StopWork,
+)
 from .looptasks import LoopTasks
 from .observers import Observers
 from .remote import RemoteValues
+from .retention import Retention
 from .state import RunState
 from .view import ExecutorView
 
@@ -62,11 +77,15 @@ class Executor:
         self.loop = loop
         self.engine_uid = engine_uid
         self.work_dir = work_dir
+        claims.claim_directory(work_dir, engine_uid, self)
         self.state = RunState()
         self.backends: dict[str, Backend] = {}
         self.capabilities: dict[str, Capabilities] = {}
-        #: key -> its handle (made by the intake); resolved here only
-        self.futures: dict[str, asyncio.Future[Any]] = {}
+        self.retention = Retention(loop, self.state)
+        self.handles = Handles(self.retention.dropped)  # made by the intake, resolved here
+        self.futures = self.handles.open
+        self._unheld = self.retention.unheld
+        self._done_keys: list[str] = []  # ended since retention last looked
         self.observers = Observers()
         self.inflight = InFlight(loop, self.backends, self.spawn)
         self.view: RunView = ExecutorView(self.state, self.inflight.works)
@@ -76,6 +95,7 @@ class Executor:
         self.loop_tasks = LoopTasks(loop, self)  # block bodies and builders, by key
         #: key -> the command / prompt its builder made (shown in its description)
         self.payloads: dict[str, Command | str] = {}
+        self.retention.hooks.append(self._let_go)
         self._background: set[asyncio.Task[Any]] = set()
         #: while ended() records a batch: jobs made ready, dispatched after it
         self._held: list[Job] | None = None
@@ -85,7 +105,12 @@ class Executor:
 
     async def add_backend(self, backend: Backend) -> None:
         context = BackendContext(self.engine_uid, self.work_dir, self.loop, self)
-        await backend.start(context)
+        claims.claim_backend(backend, self.engine_uid)
+        try:
+            await backend.start(context)
+        except BaseException:
+            claims.release_backend(backend, self.engine_uid, closed=False)
+            raise
         self.backends[backend.name] = backend
         self.capabilities[backend.name] = caps = backend.capabilities
         if caps.handles_retries:
@@ -118,11 +143,13 @@ class Executor:
                 else:
                     self._dispatch(ins.jobs)
             elif type(ins) is Ended:
-                self._resolve_ended(ins.keys)
+                resolve_ended(self, ins.keys)
             elif type(ins) is RetryAfter:
                 self._retry(ins)
             elif type(ins) is StopWork:
                 self.inflight.stop_timed_out(ins.key)
+            elif type(ins) is StopTail:
+                self.inflight.stop_tail(ins.head, ins.key)
 
     def _dispatch(self, jobs: list[Job]) -> None:
         nodes, values = self.state.nodes, self.state.values
@@ -132,45 +159,47 @@ class Executor:
         batches: dict[str, list[Work]] = {}
         for job in jobs:
             unit = job.unit
-            head = nodes[unit.keys[0]]
-            kind = head.kind
-            if remote and self._fetch_first(job, head):
-                continue
-            if kind is TaskKind.BLOCK:
-                self._start_block(head)
-                continue
-            inputs = {d: values[d] for d in unit.inputs} if unit.inputs else EMPTY_MAPPING
-            chain = (head,) if len(unit.keys) == 1 else tuple(nodes[k] for k in unit.keys)
-            work = Work(unit, chain, inputs)
-            if kind is TaskKind.FUNCTION or not self.capabilities[unit.backend].executes_code:
-                batch = batches.get(unit.backend)
-                if batch is None:
-                    batches[unit.backend] = [work]
+            try:  # free unless it raises: an error here ends this job alone
+                head = nodes[unit.keys[0]]
+                kind = head.kind
+                if remote and self._fetch_first(job, head):
+                    continue
+                if kind is TaskKind.BLOCK:
+                    self._start_block(head)
+                    continue
+                inputs = {d: values[d] for d in unit.inputs} if unit.inputs else EMPTY_MAPPING
+                chain = (head,) if len(unit.keys) == 1 else tuple(nodes[k] for k in unit.keys)
+                work = Work(unit, chain, inputs)
+                if kind is TaskKind.FUNCTION or not self.capabilities[unit.backend].executes_code:
+                    batch = batches.get(unit.backend)
+                    if batch is None:
+                        batches[unit.backend] = [work]
+                    else:
+                        batch.append(work)
                 else:
-                    batch.append(work)
-            else:
-                self.builders.build(head, work)
+                    # The timeout counts from here: the builder is part of the task.
+                    self.inflight.arm_node(head, partial(self._timed_out, job))
+                    self.builders.build(head, work)
+            except Exception as exc:
+                head_key = unit.keys[0]
+                self.failed(head_key, internal_error(self.state, head_key, "dispatched", exc))
         for name, works in batches.items():
             self.submit(name, works)
 
     def _fetch_first(self, job: Job, head: Node) -> bool:
-        """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it.
-        False when there is nothing to fetch."""
+        """Fetch the remote inputs ``job`` cannot use as they are, then dispatch it
+        (unless it ended meanwhile). False when there is nothing to fetch."""
         missing = self.remote.missing_for(head, job.unit)
         if not missing:
             return False
-        self.spawn(self._fetch_then_dispatch(job, missing))
+        self.spawn(self.remote.fetch_then(missing, partial(self._fetched, job)))
         return True
 
-    async def _fetch_then_dispatch(self, job: Job, keys: list[str]) -> None:
+    def _fetched(self, job: Job, error: BaseException | None) -> None:
         head = job.unit.keys[0]
-        try:
-            await asyncio.gather(*(self.remote.fetch(k) for k in keys))
-        except Exception as exc:
-            names = ", ".join(self.state.nodes[k].name for k in keys)
-            self.failed(head, BackendError(f"could not fetch the results of {names}: {exc!r}"))
-            return
-        if self.state.job_of(head) is job:  # not cancelled meanwhile
+        if error is not None:
+            self.failed(head, error)
+        elif self.state.job_of(head) is job:  # not cancelled meanwhile
             self._dispatch([job])
 
     def submit(self, name: str, works: list[Work]) -> None:
@@ -184,8 +213,8 @@ class Executor:
                 for k in unit.keys:
                     in_flight[k] = w
             in_flight[unit.keys[0]] = w
-            # Only a unit's first task may have a timeout (the fusion rule), so it
-            # governs the unit from its submission.
+            # A task with a timeout is alone in its unit (the fusion rule): its timer
+            # starts at its submission (or its builder's start, armed already).
             timeout = w.nodes[0].options.timeout
             if timeout is not None:
                 job = self.state.job_of(unit.keys[0])
@@ -204,12 +233,14 @@ class Executor:
 
     def _start_block(self, node: Node) -> None:
         args, kwargs = bind(node, self.remote.view(self.state.values))
-        fut = self.futures.get(node.key)
+        fut = self.handles.get(node.key)
         if fut is not None:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
         self.state.running(node.key)
+        job = self.state.job_of(node.key)
+        if job is not None:
+            self.inflight.arm_node(node, partial(self._timed_out, job))
         if self.observers.all:
-            job = self.state.job_of(node.key)
             if job is not None:
                 self.observers.notify("on_submitted", ENGINE_BACKEND, [job.unit])
             self.observers.notify("on_running", node.key)
@@ -231,26 +262,42 @@ class Executor:
         if job is None:
             return  # a late result of a cancelled or timed-out task
         ready = state.done(key, value)
-        if job.unit.graph:
+        unit = job.unit
+        if unit.graph:
             self.inflight.works.pop(key, None)
         elif job.status == ENDED:
-            self.inflight.finish(job.unit.keys[0])
+            self.inflight.finish(unit.keys[0])
         if self.observers.on_done:
             self.observers.done(key, value)
-        fut = self.futures.get(key)
-        if fut is not None and not fut.done():
-            fut.state = TaskState.DONE  # type: ignore[attr-defined]
-            if type(value) is Remote:
-                self.remote.hold(key, value, fut)
-            else:
-                fut.set_result(value)
-        elif type(value) is Remote:
+        fut = self.futures.pop(key, None)
+        if fut is None:
+            held = key in self.handles.refs
+        else:
+            if not fut.done():
+                fut.state = TaskState.DONE  # type: ignore[attr-defined]
+                if type(value) is Remote:
+                    self.remote.hold(key, value, fut)
+                else:
+                    fut.set_result(value)
+            held = getrefcount(fut) > 2  # more than this variable and the call's argument
+            if held:
+                self.handles.watch(key, fut)
+            del fut
+        if type(value) is Remote and key not in self.remote.refs:
             self.remote.refs[key] = value
+        if not held:  # nobody else holds the handle: nobody ever will again
+            self._unheld.add(key)
+            self._done_keys.append(key)
+        elif unit.inputs or len(unit.keys) > 1:  # it has dependencies (values to let go of)
+            self._done_keys.append(key)
         if ready is not None:
             if self._held is not None:
                 self._held.extend(ready.jobs)
             else:
                 self._dispatch(ready.jobs)
+        if self._held is None and self._done_keys:  # a report of its own (not in ended())
+            self._done_keys, done = [], self._done_keys
+            self.retention.done(done)
 
     def ended(self, outcomes: Iterable[Outcome]) -> None:
         # Hold what becomes ready until every outcome is recorded: one submission
@@ -269,11 +316,16 @@ class Executor:
             self.observers.close_batch(outer_batch)
         if held:
             self._dispatch_open(held)  # skips any cancelled meanwhile
+        if outer is None and self._done_keys:  # once for the batch: what to let go of
+            self._done_keys, done = [], self._done_keys
+            self.retention.done(done)
 
     def failed(self, key: str, exc: BaseException) -> None:
         job = self.state.job_of(key)
         if job is None:
             return
+        if isinstance(exc, StopIteration):  # a future refuses it (it would end a generator)
+            exc = stop_iteration_error(self.state.nodes[key], exc)
         # A graph unit's other keys may still be running: only this key's work ends.
         self.inflight.finish(key if job.unit.graph else job.unit.keys[0])
         self._carry_out(self.state.fail(key, exc))
@@ -283,19 +335,11 @@ class Executor:
             self._carry_out(self.state.cancel(key, msg))
 
     def _retry(self, ins: RetryAfter) -> None:
-        node, again = self.state.nodes[ins.key], ins.job
-        log.warning(
-            "task %r failed (%s: %s); retry %d of %d",
-            node.name,
-            type(ins.error).__name__,
-            ins.error,
-            again.attempts,
-            node.options.retries,
-        )
+        log_retry(self.state.nodes[ins.key], ins)
         if ins.delay > 0:
-            self.loop.call_later(ins.delay, self._dispatch_open, [again])
+            self.loop.call_later(ins.delay, self._dispatch_open, [ins.job])
         else:
-            self._dispatch([again])
+            self._dispatch([ins.job])
 
     def _dispatch_open(self, jobs: list[Job]) -> None:
         job_of = self.state.job_of
@@ -305,36 +349,13 @@ class Executor:
 
     def fetch_for_handle(self, key: str) -> None:
         """Fetch ``key``'s remote value and resolve its handle future."""
-        self.remote.resolve_handle(key, self.futures.get(key))
+        self.remote.resolve_handle(key, self.handles.get(key))
 
     def _timed_out(self, job: Job) -> None:
         self.inflight.timer_fired(job.unit.keys[0])
         self._carry_out(self.state.time_out(job))
 
     # -- ending -------------------------------------------------------------------------
-
-    def _resolve_ended(self, keys: list[str]) -> None:
-        state, observers = self.state, self.observers
-        observers.flush()  # observers see the ends in the order they happened
-        for key in keys:
-            self.loop_tasks.cancel(key, state.cancelled.get(key))
-            fut = self.futures.get(key)
-            if key in state.failures:
-                exc = state.failures[key]
-                if observers.all:
-                    observers.notify("on_failed", key, exc)
-                self.inflight.stop(key, state.nodes[key], cancelled=False)
-                if fut is not None and not fut.done():
-                    fut.state = TaskState.FAILED  # type: ignore[attr-defined]
-                    fut.set_exception(exc)
-                    if isinstance(exc, DependencyFailureError):
-                        fut._log_traceback = False  # its root cause is logged, not each dependent
-            else:
-                if observers.all:
-                    observers.notify("on_cancelled", key, state.cancelled.get(key))
-                self.inflight.stop(key, state.nodes[key], cancelled=True)
-                if fut is not None and not fut.done():
-                    self.cancel_handle(key, state.cancelled.get(key))
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` in the background; shutdown waits for it."""
@@ -349,32 +370,11 @@ class Executor:
         self._carry_out(self.state.cancel(key, msg))
         return True
 
-    def cancel_handle(self, key: str, msg: Any) -> bool:
-        """End ``key``'s handle cancelled (the run state has ended it, or never
-        will: a key not compiled, shutdown)."""
-        fut = self.futures.get(key)
-        if fut is None or fut.done():
-            return False
-        fut.state = TaskState.CANCELLED  # type: ignore[attr-defined]
-        return asyncio.Future.cancel(fut, msg)
-
     async def close(
         self, *, cancel: bool = True, timeout: float = 30.0, msg: str = "engine shutdown"
     ) -> None:
-        """Cancel (or wait for) open work, close every backend concurrently, then
-        end every handle still open (lazy tasks never demanded): every future ends."""
-        if not cancel:
-            pending = [f for k, f in self.futures.items() if self.state.is_open(k)]
-            if pending:
-                await asyncio.wait(pending)
-        self.state.closing = True
-        for key in self.state.open_keys():
-            self.cancel(key, "engine shutdown")
-        self.remote.cancel_unfetched()
-        await self.settle(timeout)
-        await _close_all(self.backends.values(), timeout)
-        log.info("engine %s: all backends closed", self.engine_uid)
-        self.cancel_unfinished(msg)
+        """Shut the run down (:func:`.closing.close`): every future ends."""
+        await closing.close(self, cancel=cancel, timeout=timeout, msg=msg)
 
     async def settle(self, timeout: float | None = None) -> None:
         """Wait until the backends confirmed every cancel made so far (and the
@@ -388,18 +388,16 @@ class Executor:
             self.cancel(key, msg)
 
     def cancel_unfinished(self, msg: str) -> None:
-        for key in list(self.futures):
-            self.cancel_handle(key, msg)
+        for key in list(self.futures):  # never compiled (lazy): no run state ends them
+            self.handles.cancel(key, msg)
+            self.handles.ended(key)
 
-
-async def _close_all(backends: Iterable[Backend], timeout: float) -> None:
-    closing = [asyncio.ensure_future(b.close()) for b in backends]
-    if not closing:
-        return
-    done, pending = await asyncio.wait(closing, timeout=timeout)
-    for t in pending:
-        t.cancel()
-        log.error("a backend did not close within %s s", timeout)
-    for t in done:
-        if t.exception() is not None:
-            log.error("backend close failed: %r", t.exception())
+    def _let_go(self, released: list[str], forgotten: list[str]) -> None:
+        """The run let go of these keys' values (or forgot them): so does the executor."""
+        if self.payloads or self.remote:
+            for keys in (released, forgotten):
+                for key in keys:
+                    self.payloads.pop(key, None)
+                    self.remote.forget(key)
+        if self.handles.refs:  # a handle made again for a key, then dropped
+            self.handles.let_go(forgotten)

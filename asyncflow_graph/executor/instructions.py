@@ -14,7 +14,16 @@ from typing import NamedTuple
 
 from ..protocol import Unit
 
-__all__ = ["NOTHING", "Ended", "Instruction", "Job", "Ready", "RetryAfter", "StopWork"]
+__all__ = [
+    "NOTHING",
+    "Ended",
+    "Instruction",
+    "Job",
+    "Ready",
+    "RetryAfter",
+    "StopTail",
+    "StopWork",
+]
 
 #: a Job's phases (not task states: a job is a unit's run, see TaskState for keys)
 WAITING, RUNNING, ENDED = 0, 1, 2
@@ -70,7 +79,15 @@ class StopWork(NamedTuple):
     key: str
 
 
-Instruction = Ready | Ended | RetryAfter | StopWork
+class StopTail(NamedTuple):
+    """The running chain headed by ``head`` lost ``key`` and the keys after it (the
+    keys before run on): its backend must start none of them."""
+
+    head: str
+    key: str
+
+
+Instruction = Ready | Ended | RetryAfter | StopWork | StopTail
 
 #: the answer when there is nothing to do (shared: no allocation)
 NOTHING: Sequence[Instruction] = ()

@@ -17,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from .._gc import gc_paused
-from ..compiler import Plan, compile_plan
+from ..compiler import Plan, compile_plan, failed_plan
 from ..describe import describe
-from ..errors import EngineClosedError
+from ..errors import ConfigurationError, EngineClosedError
 from ..graph import Graph
-from ..protocol import TaskState
-from ..spec import EMPTY_MAPPING, Node, bind
+from ..protocol import ENGINE_BACKEND, TaskState
+from ..spec import EMPTY_MAPPING, Node, Ref, TaskKind, bind
+from .faults import compile_error
+from .retention import RELEASED
+from .waits import describe_cycle, wait_cycle
 
 if TYPE_CHECKING:
     from ..compiler.cached import CachePass
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
     from .events import RunView
 
 __all__ = ["COMPILE_CHUNK", "Intake", "Scope"]
+
+log = logging.getLogger("asyncflow_graph")
 
 #: nodes compiled and submitted per loop turn at most. A turn that created more is
 #: compiled in slices, in creation order (a node can only depend on nodes created
@@ -67,21 +74,32 @@ class Intake:
     ) -> None:
         self.executor = executor
         self.loop = executor.loop
+        self.engine_uid = executor.engine_uid
         self.default_backend = default_backend
         self.lazy = lazy
         self.handle_type = handle_type  # the engine's TaskFuture class
         self.scope: ContextVar[Scope | None] = ContextVar(
             f"asyncflow_graph.{executor.engine_uid}", default=None
         )
-        self._graph = Graph()
+        #: eager: the nodes created this turn; lazy: every node not demanded yet
         self._pending: dict[str, Node] = {}
-        #: merged into the graph, not compiled yet: iterators over earlier turns' nodes
-        self._backlog: collections.deque[Iterator[tuple[str, Node]]] = collections.deque()
+        #: earlier turns' batches, not all compiled yet, each with its iterator
+        self._backlog: collections.deque[tuple[dict[str, Node], Iterator[tuple[str, Node]]]]
+        self._backlog = collections.deque()
+        self.retention = executor.retention
+        self._dependents = (self.retention.pending, self.retention.users)
+        self.retention.hooks.append(self._let_go)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
         self._compiling = False  # inside _compile_slice: a cancel must not flush
         self._precancelled: dict[str, Any] = {}
         self._demanded: list[str] = []  # lazy keys awaited before the backends started
+        #: block key -> the key its body awaits now (or last awaited)
+        self._awaits: dict[str, str] = {}
+        #: a pure call's key -> the key it runs under now (its first value was let go
+        #: of while its node was still needed), and back
+        self._renamed: dict[str, str] = {}
+        self._base: dict[str, str] = {}
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
         #: the result cache's compiler pass, once the engine opened one
@@ -90,8 +108,39 @@ class Intake:
 
     # -- GraphBuilder: what the decorators call -----------------------------------------
 
+    def foreign(self, handle: Any, task: str) -> Exception:
+        here = self.engine_uid
+        other = getattr(handle, "engine_uid", None)
+        if other is None:
+            return ConfigurationError(
+                f"task {task!r} of engine {here} got {handle!r} as an argument: an unbound "
+                f"task made by a module-level decorator (asyncflow_graph.function_task). "
+                f"Run it with asyncflow_graph.compute(...) and pass its value, or create it "
+                f"with this engine's decorators (@flow.function_task)"
+            )
+        return ConfigurationError(
+            f"task {task!r} of engine {here} got the handle of {handle.key!r} of engine "
+            f"{other} as an argument; a handle belongs to the engine that made it (the same "
+            f"key here is another task): pass its value (`await handle`) instead"
+        )
+
     def existing(self, key: str) -> asyncio.Future[Any] | None:
-        return self.executor.futures.get(key)
+        """The live handle of ``key`` (a pure call made before), else a new handle
+        for it if the run still knows it; None when it must be made anew."""
+        key = self._renamed.get(key, key)
+        fut = self.executor.handles.get(key)
+        if fut is not None:
+            return fut
+        if not self._known(key):
+            return None
+        executor = self.executor
+        return executor.handles.rehandle(key, self._handle(key), executor.state)
+
+    def _known(self, key: str) -> bool:
+        state = self.executor.state
+        return (state.knows(key) and state.values.get(key) is not RELEASED) or (
+            key in self._pending or any(key in batch for batch, _ in self._backlog)
+        )
 
     def add(self, node: Node) -> Any:
         if self.closed:
@@ -99,16 +148,49 @@ class Intake:
                 f"engine {self.executor.engine_uid} has been shut down; create a new "
                 f"WorkflowEngine to run {node.name!r}"
             )
+        if node.options.pure and self._taken(node.key):  # its value was let go of: anew
+            base = self._base.get(node.key, node.key)
+            node = replace(node, key=f"{base}.{next(self.counter)}")
+            self._renamed[base] = node.key
+            self._base[node.key] = base
         # Inlined: once per task on the hot path.
+        key = node.key
         fut = self.handle_type(loop=self.loop)
-        fut.key = node.key
+        fut.key = key
         fut.state = TaskState.PENDING
         fut.host = self
-        self.executor.futures[node.key] = fut
-        self._pending[node.key] = node
+        self.executor.futures[key] = fut
+        deps = node.deps
+        if deps:  # their values stay until this task ended (Retention.depend, inlined)
+            pending, users = self._dependents
+            for d in deps:
+                pending[d] = pending.get(d, 0) + 1
+                users[d] = users.get(d, 0) + 1
+        self._pending[key] = node
         if not self._flush_scheduled and not self.lazy:
             self._schedule_flush()
         return fut
+
+    def _handle(self, key: str) -> asyncio.Future[Any]:
+        fut = self.handle_type(loop=self.loop)
+        fut.key = key
+        fut.state = TaskState.PENDING
+        fut.host = self
+        self.retention.held_again(key)
+        return fut  # type: ignore[no-any-return]
+
+    def _taken(self, key: str) -> bool:
+        """A pure call's key the run still knows, though not as a usable value."""
+        return self.executor.state.knows(key) or key in self._pending
+
+    def _let_go(self, released: list[str], forgotten: list[str]) -> None:
+        if not (self._awaits or self._base):
+            return
+        for key in (*released, *forgotten):
+            self._awaits.pop(key, None)
+            base = self._base.pop(key, None)
+            if base is not None and self._renamed.get(base) == key:
+                del self._renamed[base]
 
     def adopt(self, graph: Graph) -> dict[str, asyncio.Future[Any]]:
         """Add the nodes of an unbound graph (the script face's ``compute()``)."""
@@ -118,16 +200,45 @@ class Intake:
 
     @property
     def graph(self) -> Graph:
-        """Every task created so far, as an immutable graph."""
-        if self._pending:
-            self._graph = self._graph.merge(self._pending.values())
-            if self.lazy:  # eager mode keeps them pending for the end-of-turn compile
-                self._pending = {}
-        return self._graph
+        """Every task the run still knows (created and not forgotten), as an
+        immutable graph: a snapshot, built when asked for."""
+        return Graph({k: self.node(k) for k in self._known_keys()})
+
+    def _known_keys(self) -> Iterator[str]:
+        """Every key known, in creation order (eager slices compile in that order)."""
+        yield from self.executor.state.nodes
+        for batch, _ in self._backlog:
+            yield from (k for k in batch if k not in self.executor.state.nodes)
+        yield from self._pending
+
+    def graph_of(self, keys: Iterable[str]) -> Graph:
+        """``keys`` and their ancestors still known, in creation order."""
+        found: set[str] = set()
+        todo = list(keys)
+        while todo:
+            k = todo.pop()
+            if k in found:
+                continue
+            node = self._node_or_none(k)
+            if node is not None:
+                found.add(k)
+                todo.extend(node.deps)
+        return Graph({k: self.node(k) for k in self._known_keys() if k in found})
 
     def node(self, key: str) -> Node:
+        node = self._node_or_none(key)
+        if node is None:
+            raise KeyError(key)
+        return node
+
+    def _node_or_none(self, key: str) -> Node | None:
         node = self._pending.get(key) or self.executor.state.nodes.get(key)
-        return node if node is not None else self.graph[key]
+        if node is None:
+            for batch, _ in self._backlog:
+                node = batch.get(key)
+                if node is not None:
+                    break
+        return node
 
     def compile(self, nodes: Mapping[str, Node]) -> Plan:
         executor = self.executor
@@ -142,8 +253,7 @@ class Intake:
 
     def plan_for(self, keys: Iterable[str] | None) -> Plan:
         """The plan for ``keys`` and their ancestors (every task if None)."""
-        graph = self.graph
-        return self.compile(graph if keys is None else graph.cull(keys))
+        return self.compile(self.graph if keys is None else self.graph_of(keys))
 
     # -- eager compilation ----------------------------------------------------------------
 
@@ -186,14 +296,12 @@ class Intake:
     def _take_pending(self) -> None:
         if self._pending:
             batch, self._pending = self._pending, {}
-            with gc_paused(len(batch)):
-                self._graph = self._graph.merge(batch.values())
-            self._backlog.append(iter(batch.items()))
+            self._backlog.append((batch, iter(batch.items())))
 
     def _compile_slice(self) -> None:
         backlog = self._backlog
         while backlog:
-            chunk = dict(itertools.islice(backlog[0], COMPILE_CHUNK))
+            chunk = dict(itertools.islice(backlog[0][1], COMPILE_CHUNK))
             if len(chunk) < COMPILE_CHUNK:
                 backlog.popleft()
             if chunk:
@@ -202,10 +310,36 @@ class Intake:
                 self._compiling = True
                 try:
                     with gc_paused(len(chunk)):
-                        self.executor.add_plan(self.compile(chunk), cancelled)
+                        self._add(chunk, cancelled)
                 finally:
                     self._compiling = False
                 return
+
+    def _add(self, nodes: Mapping[str, Node], cancelled: Mapping[str, Any]) -> None:
+        """Compile ``nodes`` and hand the plan to the executor. Should the compiler
+        raise (an error inside asyncflow_graph), each node is compiled alone, in
+        order, so that only the ones it fails for end, with an EngineError."""
+        try:
+            plan = self.compile(nodes)
+        except Exception:
+            log.exception("compiling %d tasks failed; compiling them one by one", len(nodes))
+            self._add_each(nodes, cancelled)
+            return
+        self.executor.add_plan(plan, cancelled)
+
+    def _add_each(self, nodes: Mapping[str, Node], cancelled: Mapping[str, Any]) -> None:
+        for key, node in nodes.items():
+            try:
+                plan = self.compile({key: node})
+            except Exception as exc:
+                plan = failed_plan(node, self._target(node), compile_error(node, exc))
+            own = {key: cancelled[key]} if key in cancelled else EMPTY_MAPPING
+            self.executor.add_plan(plan, own)
+
+    def _target(self, node: Node) -> str:
+        if node.kind is TaskKind.BLOCK:
+            return ENGINE_BACKEND
+        return node.options.backend or self.default_backend
 
     # -- HandleHost: what the handles call ------------------------------------------------
 
@@ -218,31 +352,37 @@ class Intake:
         node = self.node(key)
         values = self.executor.state.values
         args, kwargs = node.args, node.kwargs
-        if node.deps and all(d in values for d in node.deps):
-            args, kwargs = bind(node, values)
+        if node.deps:  # inputs shown by value once known (and not released yet)
+            known = _OrRef(
+                (d, v) for d in node.deps if (v := values.get(d, RELEASED)) is not RELEASED
+            )
+            if known:
+                args, kwargs = bind(node, known)
         payload = self.executor.payloads.get(key)
-        return describe(node, self.graph, args=args, kwargs=kwargs, payload=payload)
+        deps = {d: n for d in node.deps if (n := self._node_or_none(d)) is not None}
+        return describe(node, deps, args=args, kwargs=kwargs, payload=payload)
 
     def demand(self, key: str) -> None:
         """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
         state = self.executor.state
         if self.dead or state.knows(key):
             return
-        graph = self.graph
         needed: dict[str, Node] = {}
         todo = [key]
         while todo:
             k = todo.pop()
             if k in needed or state.knows(k):
                 continue
-            needed[k] = graph[k]
-            todo.extend(graph[k].deps)
+            needed[k] = node = self.node(k)
+            todo.extend(node.deps)
         if not self.started:
             self._demanded.append(key)
             return
         pre = self._precancelled
         cancelled = {k: pre.pop(k) for k in needed if k in pre}
-        self.executor.add_plan(self.compile(needed), cancelled)
+        for k in needed:
+            del self._pending[k]  # compiled now: the run state holds it
+        self._add(needed, cancelled)
 
     def cancel(self, key: str, msg: Any) -> bool:
         """Cancel ``key`` and its dependents, wherever it is now."""
@@ -255,7 +395,35 @@ class Intake:
         # compile, e.g. by an observer): remember, so it and its dependents end
         # cancelled when compiled.
         self._precancelled[key] = msg
-        return self.executor.cancel_handle(key, msg)
+        return self.executor.handles.cancel(key, msg)
+
+    def awaiting(self, key: str) -> None:
+        """The calling code awaits ``key``'s open handle. Inside a block body, a wait
+        for something that cannot end before the block does raises instead."""
+        scope = self.scope.get()
+        if scope is None or scope[1] is None:
+            return
+        block = scope[1]
+        path = wait_cycle(block, key, self._deps_of, self._is_open, self._awaits)
+        if path is not None:
+            raise ConfigurationError(describe_cycle(path, self._name_of))
+        self._awaits[block] = key
+
+    def _deps_of(self, key: str) -> tuple[str, ...]:
+        try:
+            return self.node(key).deps
+        except KeyError:
+            return ()
+
+    def _is_open(self, key: str) -> bool:
+        state = self.executor.state
+        return state.is_open(key) or not state.knows(key)
+
+    def _name_of(self, key: str) -> str:
+        try:
+            return f"{self.node(key).name!r} [{key}]"
+        except KeyError:
+            return repr(key)
 
     def fetch(self, key: str) -> None:
         """Fetch ``key``'s value from the backend that kept it (a remote result)."""
@@ -266,9 +434,7 @@ class Intake:
     def close(self) -> None:
         """Stop taking tasks; compile what eager mode still owes the run."""
         self._flush_scheduled = False
-        if self.lazy:
-            _ = self.graph  # merge the pending nodes: they end cancelled with the rest
-        else:
+        if not self.lazy:
             self.flush()
         self.closed = True
 
@@ -276,6 +442,13 @@ class Intake:
         """The start failed: nothing may be compiled onto half-started backends."""
         self.dead = self.closed = True
         self._pending = {}
+
+
+class _OrRef(dict[str, Any]):
+    """Values by key; a key without one (not known yet, or released) stays a Ref."""
+
+    def __missing__(self, key: str) -> Ref:
+        return Ref(key)
 
 
 def _pickles(obj: object) -> bool:

@@ -11,6 +11,7 @@ executable/prompt builder or a block body.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -34,8 +35,10 @@ class RemoteValues:
         self.on_pending: Callable[[asyncio.Future[Any]], None] | None = None
         self.refs: dict[str, Remote] = {}  # key -> where its value lives
         self.local: dict[str, Any] = {}  # key -> the fetched value
-        #: handle futures of remote keys nobody awaited yet (resolved on demand)
-        self.pending: dict[str, asyncio.Future[Any]] = {}
+        #: handle futures of remote keys nobody awaited yet (resolved on demand); weak:
+        #: a handle nobody holds is not kept for its value
+        self.pending: weakref.WeakValueDictionary[str, asyncio.Future[Any]]
+        self.pending = weakref.WeakValueDictionary()
         self._fetching: dict[str, asyncio.Future[Any]] = {}
 
     def __bool__(self) -> bool:
@@ -83,6 +86,17 @@ class RemoteValues:
         self.local[key] = value
         return value
 
+    async def fetch_then(
+        self, keys: list[str], then: Callable[[BaseException | None], None]
+    ) -> None:
+        """Fetch ``keys``, then call ``then(None)``, or ``then(error)`` if one failed."""
+        try:
+            await asyncio.gather(*(self.fetch(k) for k in keys))
+        except Exception as exc:
+            then(BackendError(f"could not fetch the results of {', '.join(keys)}: {exc!r}"))
+            return
+        then(None)
+
     def hold(self, key: str, value: Remote, fut: asyncio.Future[Any]) -> None:
         """Resolve ``fut`` with a remote value: at once if someone awaits it,
         otherwise when someone does (:meth:`resolve_handle`)."""
@@ -115,9 +129,15 @@ class RemoteValues:
 
         self.fetch(key).add_done_callback(resolve)
 
+    def forget(self, key: str) -> None:
+        """``key``'s value is no longer needed here: let go of the reference (a
+        Dask future: the cluster frees the data) and of the local copy."""
+        self.refs.pop(key, None)
+        self.local.pop(key, None)
+
     def cancel_unfetched(self) -> None:
         """Shutdown: the handles whose value was never fetched end cancelled."""
-        for key, fut in self.pending.items():
+        for key, fut in list(self.pending.items()):
             if not fut.done():
                 fut.state = TaskState.CANCELLED  # type: ignore[attr-defined]
                 asyncio.Future.cancel(

@@ -38,6 +38,7 @@ from .instructions import (
     Job,
     Ready,
     RetryAfter,
+    StopTail,
     StopWork,
 )
 
@@ -53,6 +54,7 @@ class RunState:
         "_members",
         "_started_at",
         "_survivors",
+        "_tails",
         "_waiters",
         "backend_retries",
         "cancelled",
@@ -81,8 +83,15 @@ class RunState:
         self._members: dict[str, list[str]] = {}  # block key -> keys its body created
         #: what survived a split graph unit and is ready: returned with the ending
         self._survivors: list[Job] = []
+        #: running chains that lost a tail: (head, first key lost), returned with the ending
+        self._tails: list[StopTail] = []
 
     # -- queries ----------------------------------------------------------------------
+
+    @property
+    def open_jobs(self) -> Mapping[str, Job]:
+        """Key -> the job computing it, for every key not ended yet (read-only use)."""
+        return self._job_of
 
     def is_open(self, key: str) -> bool:
         return key in self._job_of
@@ -297,7 +306,10 @@ class RunState:
                 self._record_duration(k)
         if self._members:
             ended = self._end_members(ended)
-        return _answer(self._take_survivors(), ended, later=True)
+        answer = _answer(self._take_survivors(), ended, later=True)
+        if self._tails:
+            answer, self._tails = (*answer, *self._tails), []
+        return answer
 
     def _end_members(self, ended: list[str]) -> list[str]:
         out: list[str] = []
@@ -321,6 +333,8 @@ class RunState:
 
     def _end(self, key: str, outcome: Any, *, failed: bool) -> list[str]:
         ended: list[str] = []
+        waiting: dict[int, Job] = {}  # jobs not dispatched yet that lost keys here
+        tails: set[int] = set()  # running chains that lost keys here
         # (key, outcome, index of key in its unit or -1): the index rides along so a
         # long fused chain ends in linear time.
         stack: list[tuple[str, Any, int]] = [(key, outcome, -1)]
@@ -334,10 +348,17 @@ class RunState:
             else:
                 self.cancelled[k] = out
             ended.append(k)
-            if job.status != WAITING:
+            if job.status == WAITING:
+                waiting[id(job)] = job
+            else:
                 job.remaining -= 1
                 if job.remaining == 0:
                     job.status = ENDED
+                head = job.unit.keys[0]
+                if k != head and not job.unit.graph and id(job) not in tails:
+                    tails.add(id(job))  # the first key of its tail to end here
+                    if head not in self.failures and head not in self.cancelled:
+                        self._tails.append(StopTail(head, k))  # the head part runs on
             keys = job.unit.keys
             if job.unit.graph:
                 if i != GRAPH_DONE:  # i == GRAPH_DONE: found by an earlier scan
@@ -355,7 +376,23 @@ class RunState:
                     head = j.unit.keys[0]
                     err = self._dependency_error(head, out) if failed else out
                     stack.append((head, err, 0))
+        if waiting:
+            self._trim(waiting.values())
         return ended
+
+    def _trim(self, jobs: Iterable[Job]) -> None:
+        """Jobs still waiting for their inputs lost keys: they run without them
+        when ready (a chain keeps its head part, a graph unit its other keys), and
+        not at all when nothing is left. An ended key's body never runs."""
+        job_of = self._job_of
+        for job in jobs:
+            if job.status != WAITING:
+                continue
+            keys = tuple(k for k in job.unit.keys if job_of.get(k) is job)
+            if not keys:
+                job.status = ENDED
+            elif len(keys) < len(job.unit.keys):
+                job.unit = job.unit._replace(keys=keys)
 
     def _graph_dependents(
         self, job: Job, key: str, out: Any, failed: bool
