@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..protocol import CACHE_BACKEND, ENGINE_BACKEND, Capabilities, Unit
 from ..spec import EMPTY_MAPPING, Node
@@ -12,7 +12,24 @@ from ..spec import EMPTY_MAPPING, Node
 if TYPE_CHECKING:
     from ..visualize import Drawing
 
-__all__ = ["CACHE_BACKEND", "ENGINE_BACKEND", "Capabilities", "Partition", "Plan", "Unit"]
+__all__ = [
+    "CACHE_BACKEND",
+    "ENGINE_BACKEND",
+    "Capabilities",
+    "CoarsenNote",
+    "Partition",
+    "Plan",
+    "Unit",
+]
+
+
+class CoarsenNote(NamedTuple):
+    """How the coarsen pass regrouped one unit: ``tasks`` in ``remote_tasks``
+    submissions to the remote scheduler, and why (one line per kind of group)."""
+
+    tasks: int
+    remote_tasks: int
+    why: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +58,8 @@ class Plan:
     backend_of: Mapping[str, str]
     #: key -> the error that task's future gets without running (validate pass)
     errors: Mapping[str, BaseException] = field(default_factory=lambda: EMPTY_MAPPING)
+    #: first key of a regrouped unit -> how it was coarsened (coarsen pass)
+    coarsened: Mapping[str, CoarsenNote] = field(default_factory=lambda: EMPTY_MAPPING)
 
     @property
     def units(self) -> list[Unit]:
@@ -70,6 +89,9 @@ class Plan:
                     f"{'graph' if u.graph else 'fused'} x{len(u.keys)}: " if len(u.keys) > 1 else ""
                 )
                 lines.append(f"    - {fused}{names}{more}")
+                note = self.coarsened.get(u.keys[0]) if self.coarsened else None
+                if note is not None:
+                    lines.extend(_coarsen_lines(note))
             if len(p.units) > 20:
                 lines.append(f"    ... {len(p.units) - 20} more submissions")
         if self.errors:
@@ -82,7 +104,24 @@ class Plan:
     def __str__(self) -> str:
         return self.explain()
 
+    @property
+    def remote_tasks(self) -> int:
+        """Tasks the backends' schedulers see: one per group of a coarsened unit,
+        one per task elsewhere."""
+        n = 0
+        for u in self.units:
+            n += len(u.groups) if u.groups else len(u.keys)
+        return n
+
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
         from ..visualize import visualize
 
         return visualize(self, filename=filename, **kwargs)
+
+
+def _coarsen_lines(note: CoarsenNote) -> list[str]:
+    out = [f"      coarsened: {note.tasks} tasks -> {note.remote_tasks} remote tasks"]
+    out += [f"        {line}" for line in note.why[:8]]
+    if len(note.why) > 8:
+        out.append(f"        ... {len(note.why) - 8} more kinds of groups")
+    return out

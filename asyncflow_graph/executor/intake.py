@@ -26,7 +26,7 @@ from ..compiler import Plan, compile_plan
 from ..describe import describe
 from ..errors import EngineClosedError
 from ..graph import Graph
-from ..protocol import TaskState
+from ..protocol import Backend, Coarsening, TaskState
 from ..spec import EMPTY_MAPPING, Node, bind
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Intake:
         self._compiling = False  # inside _compile_slice: a cancel must not flush
         self._precancelled: dict[str, Any] = {}
         self._demanded: list[str] = []  # lazy keys awaited before the backends started
+        self._wanted: list[str] = []  # lazy keys demanded this loop turn, compiled at its end
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
         #: the result cache's compiler pass, once the engine opened one
@@ -138,6 +139,7 @@ class Intake:
             pickles=_pickles,
             known=executor.state.nodes,
             cache=self.cache,
+            coarsening=_coarsening(executor.backends),
         )
 
     def plan_for(self, keys: Iterable[str] | None) -> Plan:
@@ -224,24 +226,36 @@ class Intake:
         return describe(node, self.graph, args=args, kwargs=kwargs, payload=payload)
 
     def demand(self, key: str) -> None:
-        """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
+        """Lazy mode: compile and run ``key`` and its not-yet-run ancestors, at the
+        end of this loop turn together with every key demanded in it (a ``gather``
+        of 10,000 handles is one compile and one submission, not 10,000)."""
+        if self.dead or self.executor.state.knows(key):
+            return
+        if not self.started:
+            self._demanded.append(key)
+            return
+        self._wanted.append(key)
+        if len(self._wanted) == 1:
+            self.loop.call_soon(self._compile_demanded)
+
+    def _compile_demanded(self) -> None:
+        keys, self._wanted = self._wanted, []
         state = self.executor.state
-        if self.dead or state.knows(key):
+        if self.dead or not keys:
             return
         graph = self.graph
         needed: dict[str, Node] = {}
-        todo = [key]
+        todo = keys[::-1]
         while todo:
             k = todo.pop()
             if k in needed or state.knows(k):
                 continue
             needed[k] = graph[k]
             todo.extend(graph[k].deps)
-        if not self.started:
-            self._demanded.append(key)
+        if not needed:
             return
         pre = self._precancelled
-        cancelled = {k: pre.pop(k) for k in needed if k in pre}
+        cancelled = {k: pre.pop(k) for k in needed if k in pre} if pre else EMPTY_MAPPING
         self.executor.add_plan(self.compile(needed), cancelled)
 
     def cancel(self, key: str, msg: Any) -> bool:
@@ -267,6 +281,7 @@ class Intake:
         """Stop taking tasks; compile what eager mode still owes the run."""
         self._flush_scheduled = False
         if self.lazy:
+            self._compile_demanded()  # demanded this turn: they run (or end) with the rest
             _ = self.graph  # merge the pending nodes: they end cancelled with the rest
         else:
             self.flush()
@@ -276,6 +291,16 @@ class Intake:
         """The start failed: nothing may be compiled onto half-started backends."""
         self.dead = self.closed = True
         self._pending = {}
+
+
+def _coarsening(backends: Mapping[str, Backend]) -> Mapping[str, Coarsening]:
+    """The grouping hints of the backends that give some, now."""
+    out: dict[str, Coarsening] = {}
+    for name, b in backends.items():
+        hints = b.coarsening()
+        if hints is not None:
+            out[name] = hints
+    return out
 
 
 def _pickles(obj: object) -> bool:

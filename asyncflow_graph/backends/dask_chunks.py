@@ -1,0 +1,415 @@
+"""Groups of tasks as one Dask task: the worker-side runner and its client-side record.
+
+The compiler's coarsen pass cuts a Dask graph unit into groups (``Unit.groups``): a
+fused chain, or a chunk of independent tasks. Each group becomes **one** Dask task,
+:func:`run_group`, which runs the group's calls in order on one worker and returns a
+:class:`GroupResult` holding every task's own value or exception; a second, tiny Dask
+task, :func:`group_status`, returns only which tasks failed (with their exceptions),
+how long each ran and how large each result is. The client gathers the status, never
+the values: each task is reported done with ``Remote(backend, Element(group, i))``,
+a later Dask task takes the group's future and picks its element on the worker, and
+:meth:`GroupRef.value` fetches values here only when a handle is awaited.
+
+Per-task semantics inside a group: a task that raises fails alone (its in-group
+dependents are skipped; the executor ends them), ``retries=`` re-runs that task
+alone, in place; a cancelled task is skipped when the cancel reaches the workers
+before it starts (:func:`cancel_in_groups`, broadcast with ``client.run``).
+
+Imports only the spec, the protocol and the error tree: workers import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from time import perf_counter
+from typing import Any
+
+from ..protocol import Outcome, Remote
+from ..spec import Call, Node, call
+from . import dask_progress
+from .dask_progress import portable
+
+__all__ = [
+    "CANCELLED",
+    "FAILED",
+    "OK",
+    "SKIPPED",
+    "DurationModel",
+    "Element",
+    "GroupRef",
+    "GroupResult",
+    "GroupSpec",
+    "cancel_in_groups",
+    "group_status",
+    "pick",
+    "run_group",
+    "wire",
+]
+
+log = logging.getLogger("asyncflow_graph")
+
+#: a task's state in a group: not run yet, done, raised, skipped (an input is
+#: missing: it failed, was skipped or cancelled), cancelled before it started
+NOT_RUN, OK, FAILED, SKIPPED, CANCELLED = 0, dask_progress.OK, dask_progress.FAILED, 3, 4
+
+#: Dask key of a running group -> our keys cancelled in it (this worker process)
+_CANCELLED: dict[str, set[str]] = {}
+
+#: what ``group_status`` returns: states, exceptions by index, seconds, result bytes
+Status = tuple[bytes, dict[int, BaseException], list[float], list[int]]
+
+#: a group whose results together are larger than this is fetched element by
+#: element (one small Dask task each), not as a whole
+WHOLE_FETCH_MAX_BYTES = 4_000_000
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+class GroupSpec:
+    """What a worker needs to run one group: shipped inside the Dask task as an
+    opaque object, so Dask never mistakes user arguments for graph keys."""
+
+    __slots__ = ("calls", "consts", "name", "refs", "retries", "topic")
+
+    def __init__(
+        self,
+        name: str,
+        calls: tuple[Call, ...],
+        refs: dict[str, tuple[int, int]],
+        consts: dict[str, Any],
+        retries: tuple[int, ...],
+        topic: str,
+    ) -> None:
+        self.name = name  # the group's Dask key: where cancels are looked up
+        self.topic = topic  # the Dask event topic progress is told on ("": none)
+        self.calls = calls
+        self.refs = refs  # input key -> (position among the Dask inputs, element or -1)
+        self.consts = consts  # inputs computed elsewhere, embedded in the graph
+        self.retries = retries
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.name, self.calls, self.refs, self.consts, self.retries, self.topic)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.name, self.calls, self.refs, self.consts, self.retries, self.topic = state
+
+
+class GroupResult:
+    """A group's outcome, kept on the worker: every task's value (None unless OK),
+    its state, its exception and its run time."""
+
+    __slots__ = ("durations", "errors", "state", "values")
+
+    def __init__(self, n: int) -> None:
+        self.values: list[Any] = [None] * n
+        self.state = bytearray(n)
+        self.errors: dict[int, BaseException] = {}
+        self.durations = [0.0] * n
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.values, bytes(self.state), self.errors, self.durations)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.values, st, self.errors, self.durations = state
+        self.state = bytearray(st)
+
+
+def pick(value: Any, index: int) -> Any:
+    """Element ``index`` of a group's result (``index < 0``: ``value`` itself, the
+    result of a single Dask task); raises when that task produced no value."""
+    if index < 0:
+        return value
+    if value.state[index] != OK:
+        raise LookupError(f"input {index} of its group produced no value")
+    return value.values[index]
+
+
+def run_group(spec: GroupSpec, inputs: list[Any]) -> GroupResult:
+    """Worker side: run the group's calls in order, each with its own outcome."""
+    calls = spec.calls
+    out = GroupResult(len(calls))
+    known = dict(spec.consts)
+    missing: set[str] = set()
+    for key, (pos, index) in spec.refs.items():
+        value = inputs[pos]
+        if index >= 0 and value.state[index] != OK:
+            missing.add(key)
+        else:
+            known[key] = value if index < 0 else value.values[index]
+    runner: asyncio.Runner | None = None
+    progress = dask_progress.begin(spec.name, spec.topic, out)
+    try:
+        for i, c in enumerate(calls):
+            if progress is not None:
+                progress.index, progress.since = i, perf_counter()
+            cancelled = _CANCELLED.get(spec.name)
+            if cancelled and c.key in cancelled:
+                out.state[i] = CANCELLED
+                missing.add(c.key)
+            elif missing and any(d in missing for d in c.deps):
+                out.state[i] = SKIPPED
+                missing.add(c.key)
+            else:
+                t0 = perf_counter()
+                ok, value, runner = _attempts(c, known, spec.retries[i], runner)
+                out.durations[i] = perf_counter() - t0
+                if ok:
+                    out.state[i] = OK
+                    out.values[i] = known[c.key] = value
+                else:
+                    out.state[i] = FAILED
+                    out.errors[i] = value
+                    missing.add(c.key)
+    finally:
+        if progress is not None:
+            dask_progress.end(progress)
+        _CANCELLED.pop(spec.name, None)
+        if runner is not None:
+            runner.close()
+    return out
+
+
+def _attempts(
+    c: Call, known: Mapping[str, Any], retries: int, runner: asyncio.Runner | None
+) -> tuple[bool, Any, asyncio.Runner | None]:
+    """Run one call, again up to ``retries`` times while it raises. Coroutine
+    functions share one event loop per group (a loop per call costs more than a
+    small task)."""
+    for attempt in range(retries + 1):
+        try:
+            value = call(c, known)
+            if asyncio.iscoroutine(value):
+                if runner is None:
+                    runner = asyncio.Runner()
+                value = runner.run(value)
+        except Exception as exc:
+            if attempt < retries:
+                log.warning("task %s failed (%r); retry %d of %d", c.key, exc, attempt + 1, retries)
+                continue
+            return False, exc, runner
+        return True, value, runner
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def group_status(
+    result: GroupResult,
+) -> tuple[bytes, dict[int, BaseException], list[float], list[int]]:
+    """Worker side: the small part of a group's result the client gathers —
+    states, exceptions (made picklable), run times and result sizes."""
+    from dask.sizeof import sizeof
+
+    errors = {i: portable(exc) for i, exc in result.errors.items()}
+    sizes = [sizeof(v) if s == OK else 0 for v, s in zip(result.values, result.state, strict=True)]
+    return bytes(result.state), errors, result.durations, sizes
+
+
+def cancel_in_groups(marks: Mapping[str, Sequence[str]]) -> int:
+    """Worker side (through ``client.run``): tasks of running or queued groups that
+    must not start. Returns how many groups this worker process marked."""
+    for group, keys in marks.items():
+        _CANCELLED.setdefault(group, set()).update(keys)
+    return len(marks)
+
+
+# --------------------------------------------------------------------------- client side
+
+
+class GroupRef:
+    """A group sent to Dask: its future, its keys, and what was learnt of it."""
+
+    __slots__ = (
+        "_fetching",
+        "early",
+        "fids",
+        "future",
+        "key",
+        "keys",
+        "open",
+        "result",
+        "running",
+        "sizes",
+        "status",
+    )
+
+    def __init__(self, key: str, keys: tuple[str, ...], fids: list[str]) -> None:
+        self.key = key  # its Dask key
+        self.future: Any = None  # the GroupResult's Dask future: holds the values remotely
+        self.keys = keys
+        self.open = len(keys)  # keys neither reported nor cancelled yet
+        self.fids = fids  # function id of each task (duration estimates)
+        self.status: Any = None  # the Dask future of group_status
+        self.sizes = 0  # bytes of the values together, once the status is in
+        self._fetching: asyncio.Future[Any] | None = None
+        self.result: GroupResult | None = None  # fetched here (small groups only)
+        self.running = -1  # the task its worker last told runs long (dask_progress)
+        #: keys told ended while the group ran: key -> (ok, value or exception)
+        self.early: dict[str, tuple[bool, Any]] = {}
+
+    async def value(self, index: int, client: Any) -> Any:
+        """Element ``index``'s value, here: the whole group is fetched once when it
+        is small, else only the element (picked on the worker)."""
+        if self.result is not None:
+            return pick(self.result, index)
+        if self.sizes > WHOLE_FETCH_MAX_BYTES:
+            return await client.submit(pick, self.future, index, pure=False)
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self.future.result())
+        self.result = await asyncio.shield(self._fetching)
+        return pick(self.result, index)
+
+    def __repr__(self) -> str:
+        return f"<group of {len(self.keys)} [{self.keys[0]}...]>"
+
+
+class Element:
+    """The ref of a task's value inside a group (``Remote(backend, Element)``)."""
+
+    __slots__ = ("group", "index")
+
+    def __init__(self, group: GroupRef, index: int) -> None:
+        self.group = group
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"Element({self.group!r}, {self.index})"
+
+
+def wire(
+    deps: Iterable[str], inputs: Mapping[str, Any], local: Mapping[str, tuple[str, int]], name: str
+) -> tuple[list[str], list[Any], list[int], dict[str, Any]]:
+    """How a Dask task gets each of ``deps``: ``names`` (our keys), ``refs`` (Dask keys
+    of this graph, or Dask futures of earlier ones) and ``picks`` (the element of a
+    group's result, -1 for a whole value), or embedded in ``consts`` (values
+    computed elsewhere). ``local``: our key -> (Dask key, element) in this graph."""
+    names: list[str] = []
+    refs: list[Any] = []
+    picks: list[int] = []
+    consts: dict[str, Any] = {}
+    for d in deps:
+        where = local.get(d)
+        if where is not None:
+            names.append(d)
+            refs.append(where[0])
+            picks.append(where[1])
+            continue
+        value = inputs[d]
+        if type(value) is Remote and value.backend == name:
+            ref = value.ref
+            names.append(d)
+            if type(ref) is Element:
+                refs.append(ref.group.future)
+                picks.append(ref.index)
+            else:
+                refs.append(ref)
+                picks.append(-1)
+        else:
+            consts[d] = value
+    return names, refs, picks, consts
+
+
+def group_task(
+    dask_key: str,
+    nodes: Sequence[Node],
+    inputs: Mapping[str, Any],
+    local: Mapping[str, tuple[str, int]],
+    name: str,
+    topic: str = "",
+) -> tuple[Any, ...]:
+    """The Dask task of one group (``local`` already maps its own keys)."""
+    inside = {n.key for n in nodes}
+    outside = dict.fromkeys(d for n in nodes for d in n.deps if d not in inside)
+    names, refs, picks, consts = wire(outside, inputs, local, name)
+    position: dict[Any, int] = {}  # one Dask input per distinct group or key
+    unique: list[Any] = []
+    spec_refs: dict[str, tuple[int, int]] = {}
+    for key, ref, p in zip(names, refs, picks, strict=True):
+        ident = ref if isinstance(ref, str) else ref.key
+        pos = position.get(ident)
+        if pos is None:
+            pos = position[ident] = len(unique)
+            unique.append(ref)
+        spec_refs[key] = (pos, p)
+    calls = tuple(n.to_call() for n in nodes)
+    retries = tuple(n.options.retries for n in nodes)
+    return (run_group, GroupSpec(dask_key, calls, spec_refs, consts, retries, topic), unique)
+
+
+def outcomes_of(
+    group: GroupRef,
+    status: tuple[bytes, dict[int, BaseException], list[float], list[int]],
+    name: str,
+) -> list[Outcome]:
+    """The outcomes to report for a group whose status came back: done tasks with
+    their element, failed ones with their exception; skipped and cancelled tasks
+    are ended by the executor (their inputs failed or were cancelled)."""
+    state, errors, _, sizes = status
+    group.sizes = sum(sizes)
+    out: list[Outcome] = []
+    for i, key in enumerate(group.keys):
+        s = state[i]
+        if s == OK:
+            out.append((key, True, Remote(name, Element(group, i))))
+        elif s == FAILED:
+            out.append((key, False, errors[i]))
+    return out
+
+
+class DurationModel:
+    """Measured seconds per call and bytes per result, per function, from the groups'
+    statuses (worker clocks). One model per cluster in this process, shared by
+    every backend on it, as Dask's scheduler keeps its per-prefix durations."""
+
+    __slots__ = ("_ids", "durations", "sizes")
+
+    #: weight of a group's mean in the running estimate
+    ALPHA = 0.5
+
+    def __init__(self) -> None:
+        self.durations: dict[str, float] = {}
+        self.sizes: dict[str, float] = {}
+        self._ids: dict[Any, str] = {}
+
+    def fid(self, func: Any) -> str:
+        from ..protocol import function_id
+
+        try:
+            found = self._ids.get(func)
+        except TypeError:  # an unhashable callable object
+            return function_id(func)
+        if found is None:
+            if len(self._ids) > 4096:
+                self._ids.clear()
+            found = self._ids[func] = function_id(func)
+        return found
+
+    def learn(self, group: GroupRef, status: Status) -> None:
+        state, _, durations, sizes = status
+        seen: dict[str, list[float]] = {}  # fid -> [seconds, bytes, count]
+        for i, fid in enumerate(group.fids):
+            if state[i] in (OK, FAILED):
+                acc = seen.get(fid)
+                if acc is None:
+                    acc = seen[fid] = [0.0, 0.0, 0.0]
+                acc[0] += durations[i]
+                acc[1] += sizes[i]
+                acc[2] += 1
+        a = self.ALPHA
+        for fid, (secs, size, n) in seen.items():
+            old = self.durations.get(fid)
+            self.durations[fid] = secs / n if old is None else (1 - a) * old + a * secs / n
+            olds = self.sizes.get(fid)
+            self.sizes[fid] = size / n if olds is None else (1 - a) * olds + a * size / n
+
+
+#: scheduler address -> the duration model of that cluster (this process)
+MODELS: dict[str, DurationModel] = {}
+
+
+def model_for(address: str) -> DurationModel:
+    model = MODELS.get(address)
+    if model is None:
+        model = MODELS[address] = DurationModel()
+    return model
