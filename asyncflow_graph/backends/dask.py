@@ -336,7 +336,7 @@ class DaskExecutionBackend(Backend):
         )
         ours = {dk: k for k, (dk, i) in local.items() if i < 0}
         if sent:
-            futures = self._groups.bind(sent, futures)
+            self._groups.bind(sent, futures)
         for fut in futures:
             if fut.key in ours:
                 self._futures[ours[fut.key]] = fut
@@ -360,7 +360,7 @@ class DaskExecutionBackend(Backend):
         later: list[Any] = []  # failed single tasks fed by a group whose status is not in
         try:
             async for fut in _as_completed(self.client, futures):
-                if fut.key in sent.status:
+                if fut.key in sent.by_key:
                     await self._groups.ended(sent, fut, report, done, failed)
                     continue
                 key = ours[fut.key]

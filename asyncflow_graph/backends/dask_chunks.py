@@ -2,13 +2,14 @@
 
 The compiler's coarsen pass cuts a Dask graph unit into groups (``Unit.groups``): a
 fused chain, or a chunk of independent tasks. Each group becomes **one** Dask task,
-:func:`run_group`, which runs the group's calls in order on one worker and returns a
-:class:`GroupResult` holding every task's own value or exception; a second, tiny Dask
-task, :func:`group_status`, returns only which tasks failed (with their exceptions),
-how long each ran and how large each result is. The client gathers the status, never
-the values: each task is reported done with ``Remote(backend, Element(group, i))``,
-a later Dask task takes the group's future and picks its element on the worker, and
-:meth:`GroupRef.value` fetches values here only when a handle is awaited.
+:func:`run_group`, which runs the group's calls in order on one worker and keeps a
+:class:`GroupResult` holding every task's own value or exception. Before it returns,
+the worker tells the client the group's :data:`Summary` (a Dask event: which tasks
+failed and with what, how long each function ran, how large the results are), so the
+client gets no values: each task is reported done with ``Remote(backend,
+Element(group, i))``, a later Dask task takes the group's future and picks its element
+on the worker, and :meth:`GroupRef.value` fetches values here only when a handle is
+awaited. (Were the event lost, :func:`group_summary` asks the worker for it.)
 
 Per-task semantics inside a group: a task that raises fails alone (its in-group
 dependents are skipped; the executor ends them), ``retries=`` re-runs that task
@@ -42,7 +43,7 @@ __all__ = [
     "GroupResult",
     "GroupSpec",
     "cancel_in_groups",
-    "group_status",
+    "group_summary",
     "pick",
     "run_group",
     "wire",
@@ -57,8 +58,11 @@ NOT_RUN, OK, FAILED, SKIPPED, CANCELLED = 0, dask_progress.OK, dask_progress.FAI
 #: Dask key of a running group -> our keys cancelled in it (this worker process)
 _CANCELLED: dict[str, set[str]] = {}
 
-#: what ``group_status`` returns: states, exceptions by index, seconds, result bytes
-Status = tuple[bytes, dict[int, BaseException], list[float], list[int]]
+#: what a worker tells of a group that ended (msgpack-able: it travels as a Dask
+#: event): "state" (bytes, one per task; None when every task is OK), "errors"
+#: ([index, pickled exception]), "work" ([first index, seconds, result bytes, tasks]
+#: per function), "size" (bytes of every result together)
+Summary = dict[str, Any]
 
 #: a group whose results together are larger than this is fetched element by
 #: element (one small Dask task each), not as a whole
@@ -101,19 +105,20 @@ class GroupResult:
     """A group's outcome, kept on the worker: every task's value (None unless OK),
     its state, its exception and its run time."""
 
-    __slots__ = ("durations", "errors", "state", "values")
+    __slots__ = ("durations", "errors", "state", "summary", "values")
 
     def __init__(self, n: int) -> None:
         self.values: list[Any] = [None] * n
         self.state = bytearray(n)
         self.errors: dict[int, BaseException] = {}
         self.durations = [0.0] * n
+        self.summary: Summary = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.values, bytes(self.state), self.errors, self.durations)
+        return (self.values, bytes(self.state), self.errors, self.durations, self.summary)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.values, st, self.errors, self.durations = state
+        self.values, st, self.errors, self.durations, self.summary = state
         self.state = bytearray(st)
 
 
@@ -164,12 +169,44 @@ def run_group(spec: GroupSpec, inputs: list[Any]) -> GroupResult:
                     out.errors[i] = value
                     missing.add(c.key)
     finally:
-        if progress is not None:
-            dask_progress.end(progress)
         _CANCELLED.pop(spec.name, None)
         if runner is not None:
             runner.close()
+    out.summary = _summary(out, calls)
+    if progress is not None:
+        dask_progress.end(progress, out.summary)
     return out
+
+
+def _summary(out: GroupResult, calls: Sequence[Call]) -> Summary:
+    """What the client learns of a group: exceptions, and per function how long it
+    ran and how large its results are (calls of one function share one function
+    object: it was unpickled once)."""
+    import cloudpickle
+    from dask.sizeof import sizeof
+
+    work: dict[int, list[Any]] = {}  # id(func) -> [first index, seconds, bytes, tasks]
+    total = 0
+    for i, c in enumerate(calls):
+        state = out.state[i]
+        if state not in (OK, FAILED):
+            continue
+        size = sizeof(out.values[i]) if state == OK else 0
+        total += size
+        acc = work.get(id(c.func))
+        if acc is None:
+            work[id(c.func)] = [i, out.durations[i], size, 1]
+        else:
+            acc[1] += out.durations[i]
+            acc[2] += size
+            acc[3] += 1
+    all_ok = out.state.count(OK) == len(calls)
+    return {
+        "state": None if all_ok else bytes(out.state),
+        "errors": [[i, cloudpickle.dumps(portable(e))] for i, e in out.errors.items()],
+        "work": list(work.values()),
+        "size": total,
+    }
 
 
 def _attempts(
@@ -194,16 +231,9 @@ def _attempts(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def group_status(
-    result: GroupResult,
-) -> tuple[bytes, dict[int, BaseException], list[float], list[int]]:
-    """Worker side: the small part of a group's result the client gathers —
-    states, exceptions (made picklable), run times and result sizes."""
-    from dask.sizeof import sizeof
-
-    errors = {i: portable(exc) for i, exc in result.errors.items()}
-    sizes = [sizeof(v) if s == OK else 0 for v, s in zip(result.values, result.state, strict=True)]
-    return bytes(result.state), errors, result.durations, sizes
+def group_summary(result: GroupResult) -> Summary:
+    """Worker side: a group's summary, for a client that missed the event."""
+    return result.summary
 
 
 def cancel_in_groups(marks: Mapping[str, Sequence[str]]) -> int:
@@ -231,7 +261,7 @@ class GroupRef:
         "result",
         "running",
         "sizes",
-        "status",
+        "summary",
     )
 
     def __init__(self, key: str, keys: tuple[str, ...], fids: list[str]) -> None:
@@ -240,7 +270,7 @@ class GroupRef:
         self.keys = keys
         self.open = len(keys)  # keys neither reported nor cancelled yet
         self.fids = fids  # function id of each task (duration estimates)
-        self.status: Any = None  # the Dask future of group_status
+        self.summary: Summary | None = None  # told by its worker when it ended
         self.sizes = 0  # bytes of the values together, once the status is in
         self._fetching: asyncio.Future[Any] | None = None
         self.result: GroupResult | None = None  # fetched here (small groups only)
@@ -337,23 +367,25 @@ def group_task(
     return (run_group, GroupSpec(dask_key, calls, spec_refs, consts, retries, topic), unique)
 
 
-def outcomes_of(
-    group: GroupRef,
-    status: tuple[bytes, dict[int, BaseException], list[float], list[int]],
-    name: str,
-) -> list[Outcome]:
-    """The outcomes to report for a group whose status came back: done tasks with
-    their element, failed ones with their exception; skipped and cancelled tasks
-    are ended by the executor (their inputs failed or were cancelled)."""
-    state, errors, _, sizes = status
-    group.sizes = sum(sizes)
+def outcomes_of(group: GroupRef, summary: Summary, name: str) -> list[Outcome]:
+    """The outcomes to report for a group that ended: done tasks with their element,
+    failed ones with their exception; skipped and cancelled tasks are ended by the
+    executor (their inputs failed or were cancelled)."""
+    import pickle
+
+    group.sizes = summary["size"]
+    state = summary["state"]
+    keys = group.keys
+    if state is None:
+        return [(k, True, Remote(name, Element(group, i))) for i, k in enumerate(keys)]
+    errors = dict(summary["errors"])
     out: list[Outcome] = []
-    for i, key in enumerate(group.keys):
+    for i, key in enumerate(keys):
         s = state[i]
         if s == OK:
             out.append((key, True, Remote(name, Element(group, i))))
         elif s == FAILED:
-            out.append((key, False, errors[i]))
+            out.append((key, False, pickle.loads(errors[i])))
     return out
 
 
@@ -385,19 +417,10 @@ class DurationModel:
             found = self._ids[func] = function_id(func)
         return found
 
-    def learn(self, group: GroupRef, status: Status) -> None:
-        state, _, durations, sizes = status
-        seen: dict[str, list[float]] = {}  # fid -> [seconds, bytes, count]
-        for i, fid in enumerate(group.fids):
-            if state[i] in (OK, FAILED):
-                acc = seen.get(fid)
-                if acc is None:
-                    acc = seen[fid] = [0.0, 0.0, 0.0]
-                acc[0] += durations[i]
-                acc[1] += sizes[i]
-                acc[2] += 1
+    def learn(self, group: GroupRef, summary: Summary) -> None:
         a = self.ALPHA
-        for fid, (secs, size, n) in seen.items():
+        for first, secs, size, n in summary["work"]:
+            fid = group.fids[first]
             old = self.durations.get(fid)
             self.durations[fid] = secs / n if old is None else (1 - a) * old + a * secs / n
             olds = self.sizes.get(fid)

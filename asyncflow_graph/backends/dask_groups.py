@@ -1,8 +1,8 @@
 """The Dask backend's record of the groups it sent (client side of ``dask_chunks``).
 
 For each Dask graph it lays out the groups (``Unit.groups`` of the graph units in
-it): one ``run_group`` task and one ``group_status`` task each; it turns each status
-that comes back into the group's per-task outcomes and measured durations; it
+it): one ``run_group`` task each; it turns the summary each group's worker tells
+(a Dask event) into the group's per-task outcomes and measured durations; it
 decides what a group that failed as a whole means for its tasks (a dead worker:
 resubmit them; an upstream failure Dask passed on: resubmit the tasks that did not
 depend on it; anything else: each task fails with it); and it stops single tasks
@@ -25,7 +25,7 @@ from .dask_chunks import (
     DurationModel,
     GroupRef,
     cancel_in_groups,
-    group_status,
+    group_summary,
     group_task,
     model_for,
     outcomes_of,
@@ -39,13 +39,13 @@ log = logging.getLogger("asyncflow_graph")
 class Sent:
     """The groups of one Dask graph."""
 
-    __slots__ = ("errored", "groups", "local", "status")
+    __slots__ = ("by_key", "errored", "groups", "local")
 
     def __init__(self) -> None:
         self.groups: list[GroupRef] = []  # topological
         #: member key -> (its group's Dask key, its index in the group)
         self.local: dict[str, tuple[str, int]] = {}
-        self.status: dict[str, GroupRef] = {}  # status Dask key -> its group
+        self.by_key: dict[str, GroupRef] = {}  # Dask key -> its group
         #: groups whose Dask task failed as a whole, with the error
         self.errored: list[tuple[GroupRef, BaseException | None]] = []
 
@@ -106,6 +106,7 @@ class Groups:
             dk = dask_key(keys[0])
             group = GroupRef(dk, keys, [fid(nodes[k].func) for k in keys])
             sent.groups.append(group)
+            sent.by_key[dk] = group
             for i, k in enumerate(keys):
                 sent.local[k] = (dk, i)
         return sent
@@ -118,45 +119,34 @@ class Groups:
         local: Mapping[str, tuple[str, int]],
         resources: dict[str, dict[str, Any]],
     ) -> dict[str, Any]:
-        """The Dask tasks of ``sent``'s groups: the group and its status, each; a
-        group's ``resources=`` (the same for all its tasks) go into ``resources``."""
+        """The Dask tasks of ``sent``'s groups; a group's ``resources=`` (the same
+        for all its tasks) go into ``resources``."""
         dsk: dict[str, Any] = {}
         for g in sent.groups:
             members = [nodes[k] for k in g.keys]
             dsk[g.key] = group_task(g.key, members, inputs, local, self.backend, self.topic)
-            status_key = f"status-{g.key}"
-            dsk[status_key] = (group_status, g.key)
-            sent.status[status_key] = g
             if members[0].options.resources:
                 resources[g.key] = dict(members[0].options.resources)
         return dsk
 
-    def bind(self, sent: Sent, futures: Iterable[Any]) -> list[Any]:
-        """Keep each group's futures; returns the futures to watch (every one but
-        the groups' own, which hold the values)."""
-        watch = []
-        by_key = {g.key: g for g in sent.groups}
+    def bind(self, sent: Sent, futures: Iterable[Any]) -> None:
+        """Keep each group's future (it holds the values on the cluster)."""
+        by_key = sent.by_key
         for fut in futures:
             g = by_key.get(fut.key)
             if g is not None:
                 g.future = fut
-                continue
-            g = sent.status.get(fut.key)
-            if g is not None:
-                g.status = fut
                 self.running[g.key] = g
                 for k in g.keys:
                     self.members[k] = g
-            watch.append(fut)
-        return watch
 
     # -- outcomes -----------------------------------------------------------------------
 
     async def ended(
         self, sent: Sent, fut: Any, report: Reporter, done: dict[str, Any], failed: set[str]
     ) -> None:
-        """A group's status future finished, erred or was cancelled."""
-        g = sent.status[fut.key]
+        """A group's Dask task finished, erred or was cancelled."""
+        g = sent.by_key[fut.key]
         self.running.pop(g.key, None)
         for k, (ok, value) in g.early.items():
             if ok:
@@ -167,14 +157,16 @@ class Groups:
             exc = await fut.exception() if fut.status == "error" else None
             sent.errored.append((g, exc))
             return
-        status = await fut.result()
-        outcomes = self._open(g, outcomes_of(g, status, self.backend))
+        summary = g.summary
+        if summary is None:  # its worker's event did not come first: ask for it
+            summary = await self._client.submit(group_summary, fut, pure=False)
+        outcomes = self._open(g, outcomes_of(g, summary, self.backend))
         for key, ok, value in outcomes:
             if ok:
                 done[key] = value
             else:
                 failed.add(key)
-        self.model.learn(g, status)
+        self.model.learn(g, summary)
         if outcomes:
             report.ended(outcomes)
 
@@ -252,6 +244,9 @@ class Groups:
         report = self._report
         if g is None or report is None:
             return
+        if "end" in msg:
+            g.summary = msg["end"]  # reported when Dask says the group's task ended
+            return
         members = self.members
         outcomes: list[Outcome] = []
         for j, state, payload in msg["done"]:
@@ -306,7 +301,8 @@ class Groups:
             self._marks.setdefault(g.key, []).append(n.key)
             if g.open == 0:
                 self.running.pop(g.key, None)
-                whole += [f for f in (g.future, g.status) if f is not None]
+                if g.future is not None:
+                    whole.append(g.future)
         if self._marks and self._client is not None:
             if self._marking is None:
                 self._marking = asyncio.ensure_future(self._mark())
@@ -324,7 +320,7 @@ class Groups:
     def open_futures(self) -> list[Any]:
         groups = {id(g): g for g in self.members.values()}.values()
         self.members.clear()
-        return [f for g in groups for f in (g.future, g.status) if f is not None]
+        return [g.future for g in groups if g.future is not None]
 
 
 def _worker_died(exc: BaseException | None) -> bool:

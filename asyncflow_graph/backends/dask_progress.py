@@ -1,10 +1,11 @@
 """Progress of long-running groups, told by the workers while the group runs.
 
-A group (``dask_chunks.run_group``) is one Dask task: until it ends, the client knows
-nothing of the tasks in it. When one of its tasks has been running for
-:data:`SLOW` seconds, a thread of the worker process tells the client (a Dask event,
-``worker.log_event``) which task runs now and how the tasks before it ended, with
-their values when they are small. So:
+A group (``dask_chunks.run_group``) is one Dask task. When it ends, its worker tells
+the client how its tasks ended (a Dask event, ``worker.log_event``: the group's
+summary). Until then the client knows nothing of the tasks in it; so when one of
+them has been running for
+:data:`SLOW` seconds, a thread of the worker process tells the client which task runs now
+and how the tasks before it ended, with their values when they are small. So:
 
 * a handle of a task that finished early in a long group resolves then, not at the
   group's end, and the task that runs long shows ``RUNNING``;
@@ -13,7 +14,7 @@ their values when they are small. So:
   finished: only the unfinished ones are sent again (a finished task whose value was
   too large to be told is run again: its value died with the worker).
 
-Short groups, the common case, cost nothing here: no event, no thread wake-up.
+Short groups, the common case, cost one event at their end and no thread wake-up.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ def begin(name: str, topic: str, result: Any) -> Progress | None:
     return p
 
 
-def end(p: Progress) -> None:
+def end(p: Progress, summary: dict[str, Any]) -> None:
+    """The group ended: tell the client its summary (before the task returns, so
+    the event reaches the client ahead of the result's own message)."""
     with _lock:
         _running.discard(p)
+    p.worker.log_event(p.topic, {"group": p.name, "end": summary})
 
 
 def _tell_loop() -> None:
