@@ -277,6 +277,19 @@ class Backend(ABC):
         """The value behind a :class:`Remote` this backend reported."""
         raise NotImplementedError(f"backend {self.name!r} reported a Remote but cannot fetch it")
 
+    async def fetch_many(self, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
+        """The values behind several :class:`Remote` refs, as ``(True, value)`` or
+        ``(False, exception)`` per ref, in order (the executor asks for the refs of
+        one loop turn together). By default, :meth:`fetch` for each, concurrently."""
+
+        async def one(ref: Any) -> tuple[bool, Any]:
+            try:
+                return True, await self.fetch(ref)
+            except Exception as exc:
+                return False, exc
+
+        return list(await asyncio.gather(*(one(r) for r in refs)))
+
     def coarsening(self) -> Coarsening | None:
         """Hints for grouping small tasks into fewer submissions of this backend's
         graph units (None: one remote task per task). Asked at every compile."""

@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Coarsening, Command, Remote, Work
 from ..spec import Node, call
-from .dask_chunks import Element, pick, wire
+from .dask_chunks import fetch_refs, pick, wire
 from .dask_groups import Groups, Sent
 from .dask_guard import check_main_guard
 from .helpers import run_command_sync
@@ -465,9 +465,13 @@ class DaskExecutionBackend(Backend):
             pause = min(pause * 2, 0.1)
 
     async def fetch(self, ref: Any) -> Any:
-        if type(ref) is Element:
-            return await ref.group.value(ref.index, self.client)
-        return await ref.result()
+        ((ok, value),) = await fetch_refs(self.client, [ref])
+        if not ok:
+            raise value
+        return value
+
+    async def fetch_many(self, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
+        return await fetch_refs(self.client, refs)
 
     async def close(self) -> None:
         if self._closed:

@@ -9,7 +9,8 @@ failed and with what, how long each function ran, how large the results are), so
 client gets no values: each task is reported done with ``Remote(backend,
 Element(group, i))``, a later Dask task takes the group's future and picks its element
 on the worker, and :meth:`GroupRef.value` fetches values here only when a handle is
-awaited. (Were the event lost, :func:`group_summary` asks the worker for it.)
+awaited (:func:`fetch_refs`). (Were the event lost, :func:`group_summary` asks the
+worker for it.)
 
 Per-task semantics inside a group: a task that raises fails alone (its in-group
 dependents are skipped; the executor ends them), ``retries=`` re-runs that task
@@ -95,10 +96,35 @@ class GroupSpec:
         self.retries = retries
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.name, self.calls, self.refs, self.consts, self.retries, self.topic)
+        # By columns, each function once: the scheduler and a worker unpickle this,
+        # and a thousand small tuples of primitives are cheaper than a thousand Calls.
+        calls = self.calls
+        funcs: list[Any] = []
+        index: dict[int, int] = {}
+        which = []
+        for c in calls:
+            i = index.get(id(c.func))
+            if i is None:
+                i = index[id(c.func)] = len(funcs)
+                funcs.append(c.func)
+            which.append(i)
+        kwargs = [c.kwargs for c in calls] if any(c.kwargs for c in calls) else None
+        deep = [c.deep for c in calls] if any(c.deep for c in calls) else None
+        columns = (
+            [c.key for c in calls], funcs, which, [c.args for c in calls],
+            kwargs, [c.deps for c in calls], deep,
+        )  # fmt: skip
+        return (self.name, columns, self.refs, self.consts, self.retries, self.topic)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.name, self.calls, self.refs, self.consts, self.retries, self.topic = state
+        self.name, columns, self.refs, self.consts, self.retries, self.topic = state
+        keys, funcs, which, args, kwargs, deps, deep = columns
+        n = len(keys)
+        kwargs = kwargs or [{}] * n
+        deep = deep or [False] * n
+        self.calls = tuple(
+            Call(keys[i], funcs[which[i]], args[i], kwargs[i], deps[i], deep[i]) for i in range(n)
+        )
 
 
 class GroupResult:
@@ -251,7 +277,6 @@ class GroupRef:
     """A group sent to Dask: its future, its keys, and what was learnt of it."""
 
     __slots__ = (
-        "_fetching",
         "early",
         "fids",
         "future",
@@ -272,23 +297,10 @@ class GroupRef:
         self.fids = fids  # function id of each task (duration estimates)
         self.summary: Summary | None = None  # told by its worker when it ended
         self.sizes = 0  # bytes of the values together, once the status is in
-        self._fetching: asyncio.Future[Any] | None = None
         self.result: GroupResult | None = None  # fetched here (small groups only)
         self.running = -1  # the task its worker last told runs long (dask_progress)
         #: keys told ended while the group ran: key -> (ok, value or exception)
         self.early: dict[str, tuple[bool, Any]] = {}
-
-    async def value(self, index: int, client: Any) -> Any:
-        """Element ``index``'s value, here: the whole group is fetched once when it
-        is small, else only the element (picked on the worker)."""
-        if self.result is not None:
-            return pick(self.result, index)
-        if self.sizes > WHOLE_FETCH_MAX_BYTES:
-            return await client.submit(pick, self.future, index, pure=False)
-        if self._fetching is None:
-            self._fetching = asyncio.ensure_future(self.future.result())
-        self.result = await asyncio.shield(self._fetching)
-        return pick(self.result, index)
 
     def __repr__(self) -> str:
         return f"<group of {len(self.keys)} [{self.keys[0]}...]>"
@@ -305,6 +317,61 @@ class Element:
 
     def __repr__(self) -> str:
         return f"Element({self.group!r}, {self.index})"
+
+
+async def fetch_refs(client: Any, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
+    """The values behind refs (Dask futures and :class:`Element` s), in one gather:
+    each group is fetched whole, once, when its results together are small; an
+    element of a larger group is picked on its worker and only it travels."""
+    whole: dict[str, Any] = {}  # Dask key -> future to gather
+    picked: dict[int, Any] = {}  # position in refs -> future of the element alone
+    for i, ref in enumerate(refs):
+        if type(ref) is not Element:
+            whole[ref.key] = ref
+        elif ref.group.result is None:
+            g = ref.group
+            if g.sizes > WHOLE_FETCH_MAX_BYTES:
+                picked[i] = client.submit(pick, g.future, ref.index, pure=False)
+            else:
+                whole[g.future.key] = g.future
+    got = await _gather(client, {**whole, **{f"@{i}": f for i, f in picked.items()}})
+    out: list[tuple[bool, Any]] = []
+    for i, ref in enumerate(refs):
+        if type(ref) is not Element:
+            out.append(got[ref.key])
+            continue
+        g = ref.group
+        if i in picked:
+            out.append(got[f"@{i}"])
+            continue
+        if g.result is None:
+            ok, value = got[g.future.key]
+            if not ok:
+                out.append((False, value))
+                continue
+            g.result = value
+        try:
+            out.append((True, pick(g.result, ref.index)))
+        except LookupError as exc:
+            out.append((False, exc))
+    return out
+
+
+async def _gather(client: Any, futures: Mapping[str, Any]) -> dict[str, tuple[bool, Any]]:
+    if not futures:
+        return {}
+    names = list(futures)
+    try:
+        values = await client.gather([futures[n] for n in names])
+        return {n: (True, v) for n, v in zip(names, values, strict=True)}
+    except Exception:  # one failed: ask one by one, to tell which
+        out: dict[str, tuple[bool, Any]] = {}
+        for n in names:
+            try:
+                out[n] = (True, await futures[n].result())
+            except Exception as exc:
+                out[n] = (False, exc)
+        return out
 
 
 def wire(

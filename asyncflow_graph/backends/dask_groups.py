@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .._gc import gc_paused
 from ..protocol import Coarsening, Outcome, Reporter
 from ..spec import Node
 from .dask_chunks import (
@@ -160,15 +161,17 @@ class Groups:
         summary = g.summary
         if summary is None:  # its worker's event did not come first: ask for it
             summary = await self._client.submit(group_summary, fut, pure=False)
-        outcomes = self._open(g, outcomes_of(g, summary, self.backend))
-        for key, ok, value in outcomes:
-            if ok:
-                done[key] = value
-            else:
-                failed.add(key)
-        self.model.learn(g, summary)
-        if outcomes:
-            report.ended(outcomes)
+        # a burst of objects that live on (refs, values, dispatched dependents)
+        with gc_paused(len(g.keys)):
+            outcomes = self._open(g, outcomes_of(g, summary, self.backend))
+            for key, ok, value in outcomes:
+                if ok:
+                    done[key] = value
+                else:
+                    failed.add(key)
+            self.model.learn(g, summary)
+            if outcomes:
+                report.ended(outcomes)
 
     def _open(self, g: GroupRef, outcomes: list[Outcome]) -> list[Outcome]:
         """The outcomes of ``g``'s keys still open here (not cancelled meanwhile)."""
