@@ -391,7 +391,12 @@ class DaskExecutionBackend(Backend):
             return
         if lost:
             log.warning("dask backend %r: resubmitting %s after a worker died", self.name, lost)
-            self._send(batch.rerun(lost, done, self.name), attempt + 1)
+            try:
+                self._send(batch.rerun(lost, done, self.name), attempt + 1)
+            except Exception as exc:  # never leave a task without an ending
+                log.exception("dask backend %r could not resubmit %d tasks", self.name, len(lost))
+                for key in lost:
+                    report.failed(key, BackendError(f"Dask backend {self.name!r}: {exc!r}"))
 
     async def _failed(
         self,

@@ -279,6 +279,7 @@ class GroupRef:
     __slots__ = (
         "early",
         "fids",
+        "flat",
         "future",
         "key",
         "keys",
@@ -289,12 +290,13 @@ class GroupRef:
         "summary",
     )
 
-    def __init__(self, key: str, keys: tuple[str, ...], fids: list[str]) -> None:
+    def __init__(self, key: str, keys: tuple[str, ...], fids: list[str], flat: bool) -> None:
         self.key = key  # its Dask key
         self.future: Any = None  # the GroupResult's Dask future: holds the values remotely
         self.keys = keys
         self.open = len(keys)  # keys neither reported nor cancelled yet
         self.fids = fids  # function id of each task (duration estimates)
+        self.flat = flat  # no task of it takes another's value: every value is a result
         self.summary: Summary | None = None  # told by its worker when it ended
         self.sizes = 0  # bytes of the values together, once the status is in
         self.result: GroupResult | None = None  # fetched here (small groups only)
@@ -320,41 +322,55 @@ class Element:
 
 
 async def fetch_refs(client: Any, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
-    """The values behind refs (Dask futures and :class:`Element` s), in one gather:
-    each group is fetched whole, once, when its results together are small; an
-    element of a larger group is picked on its worker and only it travels."""
-    whole: dict[str, Any] = {}  # Dask key -> future to gather
-    picked: dict[int, Any] = {}  # position in refs -> future of the element alone
-    for i, ref in enumerate(refs):
+    """The values behind refs (Dask futures and :class:`Element` s), in one gather. A
+    group of independent tasks whose results together are small is fetched whole,
+    once; from any other group only the elements asked for travel (picked on the
+    worker: a chain's intermediate results stay there)."""
+    whole: dict[str, Any] = {}  # name -> future to gather
+    wanted: dict[int, list[int]] = {}  # id(group) -> indexes asked for
+    groups: dict[int, GroupRef] = {}
+    for ref in refs:
         if type(ref) is not Element:
             whole[ref.key] = ref
-        elif ref.group.result is None:
-            g = ref.group
-            if g.sizes > WHOLE_FETCH_MAX_BYTES:
-                picked[i] = client.submit(pick, g.future, ref.index, pure=False)
-            else:
-                whole[g.future.key] = g.future
-    got = await _gather(client, {**whole, **{f"@{i}": f for i, f in picked.items()}})
+            continue
+        g = ref.group
+        if g.result is not None:
+            continue
+        if g.flat and g.sizes <= WHOLE_FETCH_MAX_BYTES:
+            whole[g.future.key] = g.future
+        else:
+            groups[id(g)] = g
+            wanted.setdefault(id(g), []).append(ref.index)
+    for gid, indexes in wanted.items():
+        g = groups[gid]
+        whole[f"@{g.key}"] = client.submit(pick_many, g.future, indexes, pure=False)
+    got = await _gather(client, whole)
     out: list[tuple[bool, Any]] = []
-    for i, ref in enumerate(refs):
+    for ref in refs:
         if type(ref) is not Element:
             out.append(got[ref.key])
             continue
         g = ref.group
-        if i in picked:
-            out.append(got[f"@{i}"])
-            continue
-        if g.result is None:
+        if g.result is None and g.future.key in got:
             ok, value = got[g.future.key]
             if not ok:
                 out.append((False, value))
                 continue
             g.result = value
+        if g.result is None:
+            ok, value = got[f"@{g.key}"]
+            out.append((ok, value[ref.index] if ok else value))
+            continue
         try:
             out.append((True, pick(g.result, ref.index)))
         except LookupError as exc:
             out.append((False, exc))
     return out
+
+
+def pick_many(result: GroupResult, indexes: Sequence[int]) -> dict[int, Any]:
+    """Worker side: the elements ``indexes`` of a group's result."""
+    return {i: pick(result, i) for i in indexes}
 
 
 async def _gather(client: Any, futures: Mapping[str, Any]) -> dict[str, tuple[bool, Any]]:

@@ -105,7 +105,9 @@ class Groups:
         fid = self.model.fid
         for keys in groups:
             dk = dask_key(keys[0])
-            group = GroupRef(dk, keys, [fid(nodes[k].func) for k in keys])
+            inside = set(keys)
+            flat = not any(d in inside for k in keys for d in nodes[k].deps)
+            group = GroupRef(dk, keys, [fid(nodes[k].func) for k in keys], flat)
             sent.groups.append(group)
             sent.by_key[dk] = group
             for i, k in enumerate(keys):
@@ -205,7 +207,12 @@ class Groups:
         report = self._report
         assert report is not None
         order = {id(g): i for i, g in enumerate(sent.groups)}
+        # what failed in this graph, and (in topological order) everything fed by it:
+        # the executor ends those with their failed inputs
         doomed = set(failed)
+        for k, node in nodes.items():
+            if k not in doomed and any(d in doomed for d in node.deps):
+                doomed.add(k)
         for g, exc in sorted(sent.errored, key=lambda e: order[id(e[0])]):
             inside = set(g.keys)
             passed_on = exc is None or any(
