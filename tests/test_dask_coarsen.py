@@ -59,6 +59,15 @@ def _fresh_estimates():
     dask_chunks.MODELS.clear()
 
 
+@pytest.fixture(params=["LocalCluster", "dask-cli"])
+def address(request: Any) -> str:
+    """The in-process LocalCluster, or the real ``dask scheduler`` / ``dask worker``
+    processes."""
+    if request.param == "LocalCluster":
+        return str(request.getfixturevalue("dask_local_cluster").scheduler_address)
+    return str(request.getfixturevalue("dask_subprocess_cluster").address)
+
+
 def prime(backend: Any, seconds: float, *funcs: Any) -> None:
     """Tell the backend's duration model that ``funcs`` take ``seconds`` per call."""
     for f in funcs:
@@ -140,8 +149,8 @@ def runs(path: Path) -> int:
 # --------------------------------------------------------------------------- values, errors
 
 
-async def test_every_task_of_a_chunk_has_its_own_value_and_error(dask_local_cluster, tmp_path):
-    backend = DaskBackend(address=dask_local_cluster.scheduler_address)
+async def test_every_task_of_a_chunk_has_its_own_value_and_error(address, tmp_path):
+    backend = DaskBackend(address=address)
     flow = await engine(backend, tmp_path)
     try:
         prime(backend, 1e-4, value, boom, total)
@@ -213,9 +222,9 @@ async def test_intermediate_values_of_a_group_stay_on_the_cluster(
 # --------------------------------------------------------------------------- cancel, retry, timeout
 
 
-async def test_cancel_one_task_of_a_running_chunk(dask_local_cluster, tmp_path):
+async def test_cancel_one_task_of_a_running_chunk(address, tmp_path):
     started, gate = tmp_path / "started", tmp_path / "gate"
-    backend = DaskBackend(address=dask_local_cluster.scheduler_address)
+    backend = DaskBackend(address=address)
     flow = await engine(backend, tmp_path)
     try:
         prime(backend, 1e-4, block_until, count)
@@ -236,8 +245,8 @@ async def test_cancel_one_task_of_a_running_chunk(dask_local_cluster, tmp_path):
         await flow.shutdown()
 
 
-async def test_retries_rerun_only_the_failed_task_of_a_chunk(dask_local_cluster, tmp_path):
-    backend = DaskBackend(address=dask_local_cluster.scheduler_address)
+async def test_retries_rerun_only_the_failed_task_of_a_chunk(address, tmp_path):
+    backend = DaskBackend(address=address)
     flow = await engine(backend, tmp_path)
     try:
         prime(backend, 1e-4, count, fails_first)
@@ -337,8 +346,8 @@ async def test_a_killed_worker_mid_chunk_costs_only_its_unfinished_tasks(
 # --------------------------------------------------------------------------- telemetry
 
 
-async def test_event_log_has_one_record_per_task_of_a_chunk(dask_local_cluster, tmp_path):
-    backend = DaskBackend(address=dask_local_cluster.scheduler_address)
+async def test_event_log_has_one_record_per_task_of_a_chunk(address, tmp_path):
+    backend = DaskBackend(address=address)
     flow = await engine(backend, tmp_path)
     path = tmp_path / "run.jsonl"
     try:
@@ -465,3 +474,22 @@ def test_property_coarsened_and_uncoarsened_runs_end_every_task_alike(
     deps, _, _ = case
     if len(deps) > 1 and any(not ds for ds in deps[1:]):
         assert coarse[-1], "independent tasks on one level were not grouped"
+
+
+async def test_spans_one_per_task_of_a_chunk(dask_local_cluster, tmp_path):
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    backend = DaskBackend(address=dask_local_cluster.scheduler_address)
+    flow = await engine(backend, tmp_path)
+    try:
+        exporter = InMemorySpanExporter()
+        await flow.start_telemetry(span_processors=[SimpleSpanProcessor(exporter)])
+        prime(backend, 1e-4, value)
+        xs = [flow.function_task(value)(i) for i in range(25)]
+        await asyncio.wait_for(asyncio.gather(*xs), T)
+        assert [len(g) for g in flow.units.groups()] == [25]
+    finally:
+        await flow.shutdown()
+    spans = [s for s in exporter.get_finished_spans() if "task_id" in s.attributes]
+    assert sorted(s.attributes["task_id"] for s in spans) == sorted(h.key for h in xs)
