@@ -212,6 +212,10 @@ class Coarsening:
     #: elsewhere would fetch the whole chunk)
     max_result_bytes: float = 1_000_000
     max_tasks: int = 10_000
+    #: seconds the remote scheduler costs per task (Dask: a few milliseconds)
+    overhead: float = 0.005
+    #: seconds of work one chunk holds at most, however large its level
+    max_chunk: float = 1.0
 
 
 def function_id(func: Any) -> str:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asyncflow_graph.compiler import Capabilities, compile_plan
-from asyncflow_graph.compiler.coarsen import UNKNOWN_MAX_TASKS, UNKNOWN_SPREAD
+from asyncflow_graph.compiler.coarsen import UNKNOWN_MAX_TASKS, UNKNOWN_SPREAD, chunk_seconds
 from asyncflow_graph.protocol import Coarsening, function_id
 from asyncflow_graph.spec import EMPTY_MAPPING, Node, Ref, TaskKind, TaskOptions
 
@@ -68,11 +68,15 @@ def test_tiny_measured_tasks_make_one_chunk():
     assert p.remote_tasks == 1
 
 
-def test_ten_ms_tasks_fill_chunks_up_to_the_target_in_a_multiple_of_the_workers():
-    p = plan(fan_out(1000), hints(workers=4, small=0.01))
-    sizes = [len(g) for g in groups(p)]
-    assert sum(sizes) == 1000 and max(sizes) <= 10  # 100 ms of work per chunk at most
+def test_ten_ms_tasks_fill_chunks_up_to_the_bound_in_a_multiple_of_the_workers():
+    h = hints(workers=4, small=0.01)
+    sizes = [len(g) for g in groups(plan(fan_out(1000), h))]
+    bound = chunk_seconds(10.0, h)  # 10 s of work: the scheduler's cost per task counts
+    assert h.target < bound < h.max_chunk
+    assert sum(sizes) == 1000 and max(sizes) * 0.01 <= bound + 0.01
     assert len(sizes) % 4 == 0 and max(sizes) - min(sizes) <= 1  # balanced over 4 workers
+    few = [len(g) for g in groups(plan(fan_out(40), h))]  # 0.4 s of work: the target
+    assert max(few) * 0.01 <= h.target and len(few) % 4 == 0
 
 
 def test_unmeasured_functions_are_spread_over_the_workers():
@@ -139,8 +143,8 @@ def test_map_reduce_levels_become_chunks():
 
 def test_explain_shows_the_chunks_and_why():
     text = plan(fan_out(1000), hints(workers=2, small=0.01)).explain()
-    assert "coarsened: 1000 tasks -> 100 remote tasks" in text
-    assert "chunk of 10 small: est. 10.0 ms per task, 100.0 ms per chunk" in text
+    assert "coarsened: 1000 tasks -> 46 remote tasks" in text
+    assert "chunk of 22 small: est. 10.0 ms per task, 220.0 ms per chunk (at most 223.6 ms" in text
     text = plan(fan_out(300), hints(workers=2)).explain()
     assert "no measured duration yet: spread over 2 workers" in text
     text = plan({"a": mk("a"), "b": mk("b", ("a",))}, hints(small=2.0)).explain()
@@ -200,11 +204,12 @@ def test_property_groups_are_a_valid_layout_and_respect_the_bounds(case):
     h = Coarsening(workers, {} if est is None else {function_id(small): est}, {})
     p = plan(nodes, h)
     _assert_valid(nodes, p)
+    work = (est or 0.0) * sum(1 for n in nodes.values() if n.func is small)
     for g in groups(p):
         if len(g) == 1:
             continue
         if est is not None and all(nodes[k].func is small for k in g):
-            # the load-balance bound: no task waits behind more than the target
-            assert est * len(g) <= h.target + 1e-9
+            # the load-balance bound: no task waits behind more than the chunk bound
+            assert est * len(g) <= chunk_seconds(work, h) + est + 1e-9
         # long tasks are never grouped
         assert not (est is not None and est >= h.long and any(nodes[k].func is small for k in g))

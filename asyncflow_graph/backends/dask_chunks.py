@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..protocol import Outcome, Remote
 from ..spec import Call, Node, call
@@ -74,31 +75,24 @@ WHOLE_FETCH_MAX_BYTES = 4_000_000
 
 
 class GroupSpec:
-    """What a worker needs to run one group: shipped inside the Dask task as an
-    opaque object, so Dask never mistakes user arguments for graph keys."""
+    """What a worker needs to run one group, pickled once on the client into bytes
+    the scheduler never looks into (it unpickles graphs: a thousand calls would cost it
+    a thousand objects). Inside, by columns and each function once."""
 
-    __slots__ = ("calls", "consts", "name", "refs", "retries", "topic")
+    __slots__ = ("name", "payload")
 
     def __init__(
         self,
         name: str,
-        calls: tuple[Call, ...],
+        calls: Sequence[Call],
         refs: dict[str, tuple[int, int]],
         consts: dict[str, Any],
         retries: tuple[int, ...],
         topic: str,
     ) -> None:
-        self.name = name  # the group's Dask key: where cancels are looked up
-        self.topic = topic  # the Dask event topic progress is told on ("": none)
-        self.calls = calls
-        self.refs = refs  # input key -> (position among the Dask inputs, element or -1)
-        self.consts = consts  # inputs computed elsewhere, embedded in the graph
-        self.retries = retries
+        import cloudpickle
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        # By columns, each function once: the scheduler and a worker unpickle this,
-        # and a thousand small tuples of primitives are cheaper than a thousand Calls.
-        calls = self.calls
+        self.name = name  # the group's Dask key: where cancels are looked up
         funcs: list[Any] = []
         index: dict[int, int] = {}
         which = []
@@ -114,17 +108,35 @@ class GroupSpec:
             [c.key for c in calls], funcs, which, [c.args for c in calls],
             kwargs, [c.deps for c in calls], deep,
         )  # fmt: skip
-        return (self.name, columns, self.refs, self.consts, self.retries, self.topic)
+        # refs: input key -> (position among the Dask inputs, element or -1); consts:
+        # inputs computed elsewhere; topic: where progress is told ("": nowhere)
+        self.payload = cloudpickle.dumps((columns, refs, consts, retries, topic))
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.name, columns, self.refs, self.consts, self.retries, self.topic = state
+    def __getstate__(self) -> tuple[str, bytes]:
+        return (self.name, self.payload)
+
+    def __setstate__(self, state: tuple[str, bytes]) -> None:
+        self.name, self.payload = state
+
+    def open(self) -> _Opened:
+        """Worker side: the calls and the rest, unpickled."""
+        columns, refs, consts, retries, topic = pickle.loads(self.payload)
         keys, funcs, which, args, kwargs, deps, deep = columns
         n = len(keys)
         kwargs = kwargs or [{}] * n
         deep = deep or [False] * n
-        self.calls = tuple(
+        calls = tuple(
             Call(keys[i], funcs[which[i]], args[i], kwargs[i], deps[i], deep[i]) for i in range(n)
         )
+        return _Opened(calls, refs, consts, retries, topic)
+
+
+class _Opened(NamedTuple):
+    calls: tuple[Call, ...]
+    refs: dict[str, tuple[int, int]]
+    consts: dict[str, Any]
+    retries: tuple[int, ...]
+    topic: str
 
 
 class GroupResult:
@@ -160,18 +172,19 @@ def pick(value: Any, index: int) -> Any:
 
 def run_group(spec: GroupSpec, inputs: list[Any]) -> GroupResult:
     """Worker side: run the group's calls in order, each with its own outcome."""
-    calls = spec.calls
+    opened = spec.open()
+    calls = opened.calls
     out = GroupResult(len(calls))
-    known = dict(spec.consts)
+    known = dict(opened.consts)
     missing: set[str] = set()
-    for key, (pos, index) in spec.refs.items():
+    for key, (pos, index) in opened.refs.items():
         value = inputs[pos]
         if index >= 0 and value.state[index] != OK:
             missing.add(key)
         else:
             known[key] = value if index < 0 else value.values[index]
     runner: asyncio.Runner | None = None
-    progress = dask_progress.begin(spec.name, spec.topic, out)
+    progress = dask_progress.begin(spec.name, opened.topic, out)
     try:
         for i, c in enumerate(calls):
             if progress is not None:
@@ -185,7 +198,7 @@ def run_group(spec: GroupSpec, inputs: list[Any]) -> GroupResult:
                 missing.add(c.key)
             else:
                 t0 = perf_counter()
-                ok, value, runner = _attempts(c, known, spec.retries[i], runner)
+                ok, value, runner = _attempts(c, known, opened.retries[i], runner)
                 out.durations[i] = perf_counter() - t0
                 if ok:
                     out.state[i] = OK
@@ -445,7 +458,7 @@ def group_task(
             pos = position[ident] = len(unique)
             unique.append(ref)
         spec_refs[key] = (pos, p)
-    calls = tuple(n.to_call() for n in nodes)
+    calls = [n.to_call() for n in nodes]
     retries = tuple(n.options.retries for n in nodes)
     return (run_group, GroupSpec(dask_key, calls, spec_refs, consts, retries, topic), unique)
 
@@ -454,7 +467,6 @@ def outcomes_of(group: GroupRef, summary: Summary, name: str) -> list[Outcome]:
     """The outcomes to report for a group that ended: done tasks with their element,
     failed ones with their exception; skipped and cancelled tasks are ended by the
     executor (their inputs failed or were cancelled)."""
-    import pickle
 
     group.sizes = summary["size"]
     state = summary["state"]

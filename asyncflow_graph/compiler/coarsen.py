@@ -10,9 +10,11 @@ hints, each graph unit (or fused chain) of its partitions is regrouped:
    with the same ``resources=`` are packed into chunks, one remote task each.
 
 Sizes come from measured per-function durations. A chunk or chain aims at
-``target`` seconds of work, so no task waits longer than that behind others of its
-chunk; a level with work for several workers is cut into a multiple of ``workers``
-chunks of equal estimated work, so no worker idles while a chunk holds tasks back;
+``target`` seconds of work (more on a level with so much work that the scheduler's
+cost per task would outweigh it: :func:`chunk_seconds`, at most ``max_chunk``), so
+no task waits longer than that behind others of its chunk; a level with work for
+several workers is cut into a multiple of ``workers`` chunks of equal estimated
+work, so no worker idles while a chunk holds tasks back;
 a task estimated at ``long`` seconds or more, or with large results, is never grouped.
 A function never measured is spread over ``workers x UNKNOWN_SPREAD`` chunks of at
 most ``UNKNOWN_MAX_TASKS`` tasks. Every task keeps its own key, value, error and
@@ -24,7 +26,7 @@ Pure: partition, nodes and hints in, partition and explanation out.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from math import ceil
+from math import ceil, sqrt
 from typing import Any
 
 from ..protocol import Coarsening, Unit, function_id
@@ -211,13 +213,23 @@ def _split(
         # without a measurement every task weighs the same
         weights = [float(len(chains[c])) for c in members]
     else:
-        k = ceil(work / hints.target)
+        k = ceil(work / chunk_seconds(work, hints))
         if work >= workers * MIN_SPLIT_WORK:  # work for every worker: a multiple of them
             k = ceil(max(k, workers) / workers) * workers
     k = max(1, min(len(members), max(k, ceil(tasks / hints.max_tasks))))
     groups = _balanced(members, weights, k)
     why.chunks(groups, chains, unknown > 0, work)
     return groups
+
+
+def chunk_seconds(work: float, hints: Coarsening) -> float:
+    """Seconds of work per chunk for a level with ``work`` seconds of it: ``target``,
+    or more when the level is so large that the scheduler's cost per remote task
+    outweighs the wait at the end. With c chunks per worker the run costs about
+    ``c * overhead`` plus half a chunk at the end; the sum is least at
+    ``sqrt(2 * work * overhead / workers)``; never above ``max_chunk``."""
+    best = sqrt(2 * work * hints.overhead / max(1, hints.workers))
+    return max(hints.target, min(hints.max_chunk, best))
 
 
 def _balanced(members: list[int], weights: list[float], k: int) -> list[list[int]]:
@@ -284,8 +296,8 @@ class _Why:
                 each = sum(secs[i] or 0.0 for i in ks) / len(ks)
                 reason = (
                     f"est. {_seconds(each)} per task, {_seconds(each * len(ks))} per "
-                    f"{kind} (target {_seconds(h.target)}; {_seconds(work)} of work on "
-                    f"this level for {h.workers} workers)"
+                    f"{kind} (at most {_seconds(chunk_seconds(work, h))}: "
+                    f"{_seconds(work)} of work on this level for {h.workers} workers)"
                 )
             self._add(f"{kind} of {len(ks)} {self._name(ks[0])}: {reason}")
 
