@@ -493,3 +493,14 @@ async def test_spans_one_per_task_of_a_chunk(dask_local_cluster, tmp_path):
         await flow.shutdown()
     spans = [s for s in exporter.get_finished_spans() if "task_id" in s.attributes]
     assert sorted(s.attributes["task_id"] for s in spans) == sorted(h.key for h in xs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [({"coarsen": "yes"}, "coarsen= must be True or False"), ({"chunk_seconds": 0}, "> 0")],
+)
+def test_bad_coarsening_options_are_refused_clearly(kwargs, says):
+    from asyncflow_graph.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=says):
+        DaskBackend(**kwargs)

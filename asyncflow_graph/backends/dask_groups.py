@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._gc import gc_paused
+from ..errors import ConfigurationError
 from ..protocol import Coarsening, Outcome, Reporter
 from ..spec import Node
 from .dask_chunks import (
@@ -58,6 +59,13 @@ class Groups:
     """Every group a Dask backend has in flight, and its duration model."""
 
     def __init__(self, backend: str, enabled: bool = True, target: float = 0.1) -> None:
+        if not isinstance(enabled, bool):
+            raise ConfigurationError(f"coarsen= must be True or False, got {enabled!r}")
+        if isinstance(target, bool) or not isinstance(target, int | float) or not target > 0:
+            raise ConfigurationError(
+                f"chunk_seconds= must be a number of seconds > 0 (the work one Dask task "
+                f"of grouped tasks aims at, e.g. 0.1), got {target!r}"
+            )
         self.backend = backend
         self.enabled = enabled
         self.target = target

@@ -89,8 +89,11 @@ class RemoteValues:
         batch, self._batch = self._batch, {}
         refs = self.refs
         for name, keys in batch.items():
+            backend = self._backends[name]
+            many = getattr(backend, "fetch_many", None)  # a duck-typed backend may lack it
+            wanted = [refs[k].ref for k in keys]
             task = asyncio.ensure_future(
-                self._backends[name].fetch_many([refs[k].ref for k in keys])
+                many(wanted) if many is not None else Backend.fetch_many(backend, wanted)
             )
             task.add_done_callback(partial(self._fetched, keys))
 
