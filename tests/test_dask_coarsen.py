@@ -368,14 +368,17 @@ async def test_event_log_has_one_record_per_task_of_a_chunk(address, tmp_path):
         await flow.shutdown()
 
 
-async def test_lazy_gather_is_one_compile_and_one_chunk(dask_local_cluster, tmp_path):
+async def test_lazy_gather_is_compiled_at_the_end_of_the_turn_in_slices(
+    dask_local_cluster, tmp_path
+):
     backend = DaskBackend(address=dask_local_cluster.scheduler_address)
     flow = await engine(backend, tmp_path, execution="lazy")
     try:
         prime(backend, 1e-5, value)
         xs = [flow.function_task(value)(i) for i in range(2000)]
         assert await asyncio.wait_for(asyncio.gather(*xs), T) == list(range(2000))
-        assert [len(g) for g in flow.units.groups()] == [2000]
+        # not one compile per handle: one per slice of 1,024 (as eager mode does)
+        assert [len(g) for g in flow.units.groups()] == [1024, 976]
     finally:
         await flow.shutdown()
 

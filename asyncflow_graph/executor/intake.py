@@ -240,23 +240,36 @@ class Intake:
 
     def _compile_demanded(self) -> None:
         keys, self._wanted = self._wanted, []
-        state = self.executor.state
         if self.dead or not keys:
             return
-        graph = self.graph
-        needed: dict[str, Node] = {}
-        todo = keys[::-1]
-        while todo:
-            k = todo.pop()
-            if k in needed or state.knows(k):
-                continue
-            needed[k] = graph[k]
-            todo.extend(graph[k].deps)
-        if not needed:
-            return
+        needed = self._ancestors(keys)
         pre = self._precancelled
-        cancelled = {k: pre.pop(k) for k in needed if k in pre} if pre else EMPTY_MAPPING
-        self.executor.add_plan(self.compile(needed), cancelled)
+        # In slices, as eager mode compiles a large turn (see COMPILE_CHUNK); the
+        # ancestors come first, so a slice's inputs are known when it is compiled.
+        for start in range(0, len(needed), COMPILE_CHUNK):
+            chunk = dict(needed[start : start + COMPILE_CHUNK])
+            cancelled = {k: pre.pop(k) for k in chunk if k in pre} if pre else EMPTY_MAPPING
+            with gc_paused(len(chunk)):
+                self.executor.add_plan(self.compile(chunk), cancelled)
+
+    def _ancestors(self, keys: list[str]) -> list[tuple[str, Node]]:
+        """``keys`` and their ancestors the run state does not know yet, each after
+        its dependencies (an iterative post-order walk: no recursion limit)."""
+        state, graph = self.executor.state, self.graph
+        out: list[tuple[str, Node]] = []
+        seen: set[str] = set()
+        stack: list[tuple[str, bool]] = [(k, False) for k in reversed(keys)]
+        while stack:
+            k, expanded = stack.pop()
+            if expanded:
+                out.append((k, graph[k]))
+                continue
+            if k in seen or state.knows(k):
+                continue
+            seen.add(k)
+            stack.append((k, True))
+            stack.extend((d, False) for d in reversed(graph[k].deps) if d not in seen)
+        return out
 
     def cancel(self, key: str, msg: Any) -> bool:
         """Cancel ``key`` and its dependents, wherever it is now."""
