@@ -110,10 +110,10 @@ async def run_dask(client: Any, workload: str) -> float:
 
 async def run_afg(client: Any, workload: str, execution: str, fresh: bool = False) -> float:
     from asyncflow_graph import WorkflowEngine
-    from asyncflow_graph.backends import DaskExecutionBackend, dask_chunks
+    from asyncflow_graph.backends import DaskExecutionBackend, dask_refs
 
     if fresh:
-        dask_chunks.MODELS.clear()
+        dask_refs.MODELS.clear()
     shape, n, kind = WORKLOADS[workload]
     flow = await WorkflowEngine.create(
         backend=DaskExecutionBackend(client=client), execution=execution

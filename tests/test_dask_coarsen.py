@@ -52,11 +52,11 @@ def DaskBackend(**kwargs: Any) -> Any:  # noqa: N802 - stands for the class
 @pytest.fixture(autouse=True)
 def _fresh_estimates():
     """Durations measured by one test must not decide another's grouping."""
-    from asyncflow_graph.backends import dask_chunks
+    from asyncflow_graph.backends import dask_refs
 
-    dask_chunks.MODELS.clear()
+    dask_refs.MODELS.clear()
     yield
-    dask_chunks.MODELS.clear()
+    dask_refs.MODELS.clear()
 
 
 @pytest.fixture(params=["LocalCluster", "dask-cli"])

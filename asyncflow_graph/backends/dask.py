@@ -26,9 +26,10 @@ from typing import Any
 from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Coarsening, Command, Remote, Work
 from ..spec import Node, call
-from .dask_chunks import fetch_refs, pick, wire
+from .dask_chunks import pick
 from .dask_groups import Groups, Sent
 from .dask_guard import check_main_guard
+from .dask_refs import fetch_refs, wire
 from .helpers import run_command_sync
 
 __all__ = ["DaskExecutionBackend"]

@@ -22,16 +22,8 @@ from .._gc import gc_paused
 from ..errors import ConfigurationError
 from ..protocol import Coarsening, Outcome, Reporter
 from ..spec import Node
-from .dask_chunks import (
-    OK,
-    DurationModel,
-    GroupRef,
-    cancel_in_groups,
-    group_summary,
-    group_task,
-    model_for,
-    outcomes_of,
-)
+from .dask_chunks import OK, cancel_in_groups, group_summary
+from .dask_refs import DurationModel, GroupRef, group_task, model_for, outcomes_of
 
 __all__ = ["Groups", "Sent"]
 
