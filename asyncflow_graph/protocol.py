@@ -30,6 +30,7 @@ __all__ = [
     "Backend",
     "BackendContext",
     "Capabilities",
+    "Coarsening",
     "Command",
     "Outcome",
     "Remote",
@@ -38,6 +39,7 @@ __all__ = [
     "ThreadSafeReporter",
     "Unit",
     "Work",
+    "function_id",
 ]
 
 
@@ -102,12 +104,18 @@ class Unit(NamedTuple):
     inputs from outside the unit, and each later node depends on exactly the node
     before it. A graph unit (``graph=True``, for backends with ``graph_units``):
     ``keys`` are in topological order, each node's dependencies are earlier keys or
-    ``inputs``, and ``inputs`` are every dependency from outside the unit."""
+    ``inputs``, and ``inputs`` are every dependency from outside the unit.
+
+    ``groups`` (graph units of a backend that gave :class:`Coarsening` hints): the
+    sizes of consecutive runs of ``keys``, each run one remote task (a fused chain
+    or a chunk of independent tasks, run in order); empty: one remote task per key.
+    A unit rebuilt from part of a unit (a retry, a split) has none."""
 
     backend: str
     keys: tuple[str, ...]
     inputs: tuple[str, ...]
     graph: bool = False
+    groups: tuple[int, ...] = ()
 
     @property
     def head(self) -> str:
@@ -184,6 +192,46 @@ class Remote:
 
 
 @dataclass(frozen=True, slots=True)
+class Coarsening:
+    """What a backend whose remote scheduler charges per task (Dask: about a
+    millisecond) tells the compiler, so it can group small tasks into fewer remote
+    tasks (:mod:`asyncflow_graph.compiler.coarsen`). A snapshot, taken per compile."""
+
+    #: tasks the backend runs at once (worker threads of the cluster)
+    workers: int
+    #: :func:`function_id` -> measured seconds per call
+    durations: Mapping[str, float]
+    #: :func:`function_id` -> measured bytes of one result
+    sizes: Mapping[str, float]
+    #: seconds of work one remote task (chunk or fused chain) aims at: no task waits
+    #: longer than this behind others of its chunk
+    target: float = 0.1
+    #: a task estimated to take this long or more is never grouped
+    long: float = 0.1
+    #: a task whose results are this large or larger is never grouped (a dependent
+    #: elsewhere would fetch the whole chunk)
+    max_result_bytes: float = 1_000_000
+    max_tasks: int = 10_000
+    #: seconds the remote scheduler costs per task (Dask: a few milliseconds)
+    overhead: float = 0.005
+    #: seconds of work one chunk holds at most, however large its level
+    max_chunk: float = 1.0
+
+
+def function_id(func: Any) -> str:
+    """The name durations are measured under: module, qualified name and first line
+    of the code (two lambdas of one scope differ), the same in every engine."""
+    while callable(getattr(func, "func", None)):  # functools.partial
+        func = func.func
+    code = getattr(func, "__code__", None)
+    if code is None:  # a builtin, or an object with __call__
+        name = getattr(func, "__qualname__", None) or type(func).__qualname__
+        return f"{getattr(func, '__module__', None) or type(func).__module__}.{name}"
+    name = getattr(func, "__qualname__", code.co_name)
+    return f"{getattr(func, '__module__', None)}.{name}:{code.co_firstlineno}"
+
+
+@dataclass(frozen=True, slots=True)
 class BackendContext:
     engine_uid: str
     work_dir: Path  # {engine work_dir}/{engine uid}: owned by the engine
@@ -238,6 +286,24 @@ class Backend(ABC):
     async def fetch(self, ref: Any) -> Any:
         """The value behind a :class:`Remote` this backend reported."""
         raise NotImplementedError(f"backend {self.name!r} reported a Remote but cannot fetch it")
+
+    async def fetch_many(self, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
+        """The values behind several :class:`Remote` refs, as ``(True, value)`` or
+        ``(False, exception)`` per ref, in order (the executor asks for the refs of
+        one loop turn together). By default, :meth:`fetch` for each, concurrently."""
+
+        async def one(ref: Any) -> tuple[bool, Any]:
+            try:
+                return True, await self.fetch(ref)
+            except Exception as exc:
+                return False, exc
+
+        return list(await asyncio.gather(*(one(r) for r in refs)))
+
+    def coarsening(self) -> Coarsening | None:
+        """Hints for grouping small tasks into fewer submissions of this backend's
+        graph units (None: one remote task per task). Asked at every compile."""
+        return None
 
     def state(self) -> str:
         return "RUNNING" if self._context is not None else "INITIALIZED"

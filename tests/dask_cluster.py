@@ -40,6 +40,7 @@ __all__ = [
     "make_tracked",
     "relabel",
     "subprocess_cluster",
+    "wait_running",
     "where",
 ]
 
@@ -371,6 +372,18 @@ def block_until(started: str, gate: str, *_: Any, limit: float = 60.0) -> int:
             raise TimeoutError(f"gate {gate} was never opened")
         time.sleep(0.005)
     return os.getpid()
+
+
+async def wait_running(handle: Any, timeout: float) -> None:
+    """Poll until ``handle`` shows RUNNING: a task inside a group (a Dask task that runs
+    several of ours) does once its worker has told the client it runs long."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while handle.state != "RUNNING":
+        if time.monotonic() > deadline or handle.done():
+            raise AssertionError(f"{handle!r} did not show RUNNING within {timeout} s")
+        await asyncio.sleep(0.01)
 
 
 def where(*_: Any) -> tuple[str, str, int]:

@@ -30,6 +30,7 @@ from dask_cluster import (
     block_until,
     make_tracked,
     relabel,
+    wait_running,
     where,
 )
 
@@ -251,6 +252,10 @@ async def test_killed_worker_without_retries_fails_clearly(subprocess_cluster, t
         dep = flow.function_task(lambda x: x, backend="dask")(b)
         try:
             await wait_for_path(started, T)
+            # b and dep run as one Dask task (a fused chain): the death is b's once
+            # its worker told the client b runs long (before that, nobody is charged
+            # and the chain runs again)
+            await wait_running(b, T)
             await asyncio.to_thread(cluster.kill_worker_process, int(started.read_text()))
             with pytest.raises(Exception) as info:
                 await settle(b)  # no hang: the death is reported
@@ -373,9 +378,14 @@ async def test_cancel_releases_the_dask_futures(tmp_path):
 
 async def test_cancels_of_one_turn_share_one_message_and_are_confirmed(tmp_path):
     """The backend's cancel returns once the scheduler has let go of the keys (Dask's
-    own cancel only queues a message), and the cancels of one turn share a message."""
+    own cancel only queues a message), and the cancels of one turn share a message.
+    One Dask task per task here (coarsen=False): the scheduler logs its recursive
+    cancel of a group's status task as one more event (tests/test_dask_coarsen.py
+    covers cancels in groups)."""
     started, gate = tmp_path / "started", tmp_path / "gate"
-    backend = DaskBackend(name="dask", n_workers=1, threads_per_worker=1, processes=False)
+    backend = DaskBackend(
+        name="dask", n_workers=1, threads_per_worker=1, processes=False, coarsen=False
+    )
     async with running(backend, work_dir=tmp_path) as flow:
         client = backend.client
         handles = [

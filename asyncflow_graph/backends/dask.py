@@ -24,9 +24,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from ..errors import BackendError, ConfigurationError, missing_dependency
-from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
+from ..protocol import Backend, BackendContext, Capabilities, Coarsening, Command, Remote, Work
 from ..spec import Node, call
+from .dask_chunks import pick
+from .dask_groups import Groups, Sent
 from .dask_guard import check_main_guard
+from .dask_refs import fetch_refs, wire
 from .helpers import run_command_sync
 
 __all__ = ["DaskExecutionBackend"]
@@ -43,24 +46,28 @@ class _Call:
     """What a worker needs to run one node: shipped inside the Dask task as an
     opaque object, so Dask never mistakes user arguments for graph keys."""
 
-    __slots__ = ("call", "consts", "names")
+    __slots__ = ("call", "consts", "names", "picks")
 
-    def __init__(self, node: Node, names: tuple[str, ...], consts: dict[str, Any]) -> None:
+    def __init__(
+        self, node: Node, names: list[str], consts: dict[str, Any], picks: list[int]
+    ) -> None:
         self.call = node.to_call()
         self.names = names  # our keys of the values Dask passes in, in order
         self.consts = consts  # inputs computed elsewhere, embedded in the graph
+        self.picks = picks  # per value: its element of a group's result, or -1
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.call, self.names, self.consts)
+        return (self.call, self.names, self.consts, self.picks)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.call, self.names, self.consts = state
+        self.call, self.names, self.consts, self.picks = state
 
 
 def _call_node(task: _Call, values: list[Any]) -> Any:
     """Worker side: resolve the dependency values and run the function."""
     known = dict(task.consts)
-    known.update(zip(task.names, values, strict=True))
+    for name, value, index in zip(task.names, values, task.picks, strict=True):
+        known[name] = pick(value, index)
     result = call(task.call, known)
     if inspect.iscoroutine(result):  # an async def task: workers run it in a fresh loop
         result = asyncio.run(result)
@@ -92,12 +99,24 @@ def _cancelled_on_this_worker() -> Callable[[], bool] | None:
 class _Batch:
     """Nodes sent as one Dask graph, with the inputs they take from outside it."""
 
-    __slots__ = ("commands", "inputs", "nodes")
+    __slots__ = ("commands", "deaths", "groups", "inputs", "nodes")
 
     def __init__(self) -> None:
         self.nodes: dict[str, Node] = {}  # topological
         self.inputs: dict[str, Any] = {}
         self.commands: dict[str, Command] = {}
+        self.groups: list[tuple[str, ...]] = []  # keys run as one Dask task (coarsen pass)
+        self.deaths: dict[str, int] = {}  # key -> its workers that died, so far
+
+    def add_work(self, work: Work) -> None:
+        command = work.payload if isinstance(work.payload, Command) else None
+        for node in work.nodes:
+            self.add(node, work.inputs, command)
+        start = 0
+        for size in work.unit.groups:
+            if size > 1:
+                self.groups.append(work.unit.keys[start : start + size])
+            start += size
 
     def add(self, node: Node, inputs: Mapping[str, Any], command: Command | None) -> None:
         self.nodes[node.key] = node
@@ -114,7 +133,8 @@ class _Batch:
                 dead.add(key)
                 again.add(node, {}, self.commands.get(key))
         again.inputs = dict(self.inputs)
-        again.inputs.update({k: Remote(backend, f) for k, f in done.items()})
+        again.inputs.update(done)
+        again.deaths = self.deaths
         return again
 
 
@@ -164,6 +184,8 @@ class DaskExecutionBackend(Backend):
         cluster: Any = None,
         *,
         connect_timeout: float = 20.0,
+        coarsen: bool = True,
+        chunk_seconds: float = 0.1,
         **local_cluster_kwargs: Any,
     ) -> None:
         super().__init__(name)
@@ -202,6 +224,7 @@ class DaskExecutionBackend(Backend):
         self._cancelling: asyncio.Future[None] | None = None
         self._closed = False
         self._tag = ""
+        self._groups = Groups(name, coarsen, chunk_seconds)
 
     @property
     def client(self) -> Any:
@@ -235,7 +258,13 @@ class DaskExecutionBackend(Backend):
                 f"{type(exc).__name__}: {exc}. Check that the scheduler is running and "
                 f"reachable (dask scheduler --scheduler-file ...; dask worker ...)"
             ) from exc
+        self._groups.attach(self._client, context.reporter)
         log.info("dask backend %r connected to %s", self.name, self._client.scheduler.address)
+
+    def coarsening(self) -> Coarsening | None:
+        """Grouping hints for the compiler (``coarsen=False``: none): the cluster's
+        worker threads and the durations measured on it."""
+        return self._groups.hints()
 
     def _target(self) -> str:
         if self._address:
@@ -276,27 +305,35 @@ class DaskExecutionBackend(Backend):
 
     # -- running ------------------------------------------------------------------------
 
-    def _dask_key(self, node: Node, attempt: int) -> str:
+    def _dask_key(self, node: Node, attempt: int, kind: str = "") -> str:
         # The part before the first "-" is what Dask's dashboard groups tasks by; a
         # resubmission after a lost worker needs a fresh key.
         suffix = f"-r{attempt}" if attempt else ""
-        return f"{node.name}-{node.key}-{self._tag}{suffix}"
+        return f"{node.name}-{kind}{node.key}-{self._tag}{suffix}"
 
     def submit(self, works: Sequence[Work]) -> None:
         batch = _Batch()
         for w in works:
-            for node in w.nodes:
-                batch.add(node, w.inputs, w.payload if isinstance(w.payload, Command) else None)
+            batch.add_work(w)
         self._send(batch, 0)
 
     def _send(self, batch: _Batch, attempt: int) -> None:
         """One Dask graph, one ``update-graph`` message, for everything in ``batch``."""
-        local = {k: self._dask_key(n, attempt) for k, n in batch.nodes.items()}
+        nodes = batch.nodes
+        sent = self._groups.layout(
+            batch.groups, nodes, lambda k: self._dask_key(nodes[k], attempt, "chunk-")
+        )
+        local = dict(sent.local)
+        for k, n in nodes.items():
+            if k not in local:
+                local[k] = (self._dask_key(n, attempt), -1)
         dsk: dict[str, Any] = {}
         retries: dict[str, int] = {}
         resources: dict[str, dict[str, Any]] = {}
         for key, node in batch.nodes.items():
-            dk = local[key]
+            if key in sent.local:
+                continue
+            dk = local[key][0]
             command = batch.commands.get(key)
             if command is not None:
                 dsk[dk] = (_run_command, command)
@@ -306,6 +343,8 @@ class DaskExecutionBackend(Backend):
                 retries[dk] = node.options.retries
             if node.options.resources:
                 resources[dk] = dict(node.options.resources)
+        if sent:
+            dsk.update(self._groups.tasks(sent, nodes, batch.inputs, local, resources))
         futures = self.client.get(
             dsk,
             list(dsk),
@@ -314,74 +353,98 @@ class DaskExecutionBackend(Backend):
             retries=defaultdict(int, retries).__getitem__ if retries else None,
             resources=defaultdict(dict, resources).__getitem__ if resources else None,
         )
-        ours = {dk: k for k, dk in local.items()}
+        ours = {dk: k for k, (dk, i) in local.items() if i < 0}
+        if sent:
+            self._groups.bind(sent, futures)
         for fut in futures:
-            self._futures[ours[fut.key]] = fut
-        watcher = asyncio.ensure_future(self._watch(batch, futures, ours, attempt))
+            if fut.key in ours:
+                self._futures[ours[fut.key]] = fut
+        watcher = asyncio.ensure_future(self._watch(batch, futures, ours, attempt, sent))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
 
     def _task(
-        self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, str]
+        self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, tuple[str, int]]
     ) -> tuple[Any, ...]:
-        names: list[str] = []
-        refs: list[Any] = []  # Dask keys of this graph, or Dask futures of earlier ones
-        consts: dict[str, Any] = {}
-        for d in dict.fromkeys(node.deps):
-            if d in local:
-                names.append(d)
-                refs.append(local[d])
-                continue
-            value = inputs[d]
-            if type(value) is Remote and value.backend == self.name:
-                names.append(d)
-                refs.append(value.ref)
-            else:
-                consts[d] = value
-        return (_call_node, _Call(node, tuple(names), consts), refs)
+        names, refs, picks, consts = wire(node.deps, inputs, local, self.name)
+        return (_call_node, _Call(node, names, consts, picks), refs)
 
     async def _watch(
-        self, batch: _Batch, futures: list[Any], ours: Mapping[str, str], attempt: int
+        self, batch: _Batch, futures: list[Any], ours: Mapping[str, str], attempt: int, sent: Sent
     ) -> None:
         report = self.context.reporter
-        done: dict[str, Any] = {}  # our key -> finished Dask future
+        done: dict[str, Any] = {}  # our key -> its Remote value
+        failed: set[str] = set()  # keys reported failed
         lost: list[str] = []  # keys whose workers died: resubmitted below
+        later: list[Any] = []  # failed single tasks fed by a group whose status is not in
         try:
             async for fut in _as_completed(self.client, futures):
+                if fut.key in sent.by_key:
+                    await self._groups.ended(sent, fut, report, done, failed)
+                    continue
                 key = ours[fut.key]
                 if fut.status == "finished":
-                    done[key] = fut
+                    done[key] = value = Remote(self.name, fut)
                     self._futures.pop(key, None)
-                    report.done(key, Remote(self.name, fut))
+                    report.done(key, value)
                 elif fut.status == "error":
                     self._futures.pop(key, None)
-                    # Dask errs every dependent of a failed task with the same error;
-                    # only the task that raised is reported, the executor ends the rest.
-                    if any(d in batch.nodes and d not in done for d in batch.nodes[key].deps):
-                        continue
-                    exc = await fut.exception()
-                    if _worker_died(exc) and attempt < batch.nodes[key].options.retries:
-                        lost.append(key)
+                    if self._groups.waits_on_status(sent, batch.nodes[key], done):
+                        later.append(fut)
                     else:
-                        report.failed(key, _explain(exc, batch.nodes[key]))
+                        await self._failed(batch, key, fut, done, failed, lost)
                 elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
                     report.cancelled(key, "cancelled on the Dask cluster")
+            for fut in later:
+                await self._failed(batch, ours[fut.key], fut, done, failed, lost)
+            lost += self._groups.settle(sent, batch.nodes, done, failed, batch.deaths, _explain)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a task without an ending
             log.exception("dask backend %r lost track of %d tasks", self.name, len(futures))
+            message = f"Dask backend {self.name!r}: {exc!r}"
             for key in ours.values():
                 if key not in done and self._futures.pop(key, None) is not None:
-                    report.failed(key, BackendError(f"Dask backend {self.name!r}: {exc!r}"))
+                    report.failed(key, BackendError(message))
+            self._groups.fail_open(sent, report, lambda: BackendError(message))
             return
         if lost:
             log.warning("dask backend %r: resubmitting %s after a worker died", self.name, lost)
-            self._send(batch.rerun(lost, done, self.name), attempt + 1)
+            try:
+                self._send(batch.rerun(lost, done, self.name), attempt + 1)
+            except Exception as exc:  # never leave a task without an ending
+                log.exception("dask backend %r could not resubmit %d tasks", self.name, len(lost))
+                for key in lost:
+                    report.failed(key, BackendError(f"Dask backend {self.name!r}: {exc!r}"))
+
+    async def _failed(
+        self,
+        batch: _Batch,
+        key: str,
+        fut: Any,
+        done: Mapping[str, Any],
+        failed: set[str],
+        lost: list[str],
+    ) -> None:
+        node = batch.nodes[key]
+        # Dask errs every dependent of a failed task with the same error; only the
+        # task that raised is reported, the executor ends the rest.
+        if any(d in batch.nodes and d not in done for d in node.deps):
+            return
+        exc = await fut.exception()
+        deaths = batch.deaths.get(key, 0)
+        if _worker_died(exc) and deaths < node.options.retries:
+            batch.deaths[key] = deaths + 1
+            lost.append(key)
+        else:
+            failed.add(key)
+            self.context.reporter.failed(key, _explain(exc, node))
 
     async def cancel(self, work: Work) -> None:
         """Returns once the scheduler has let go of the keys, so nothing that depended
         on them starts afterwards. The cancels of one loop turn share one message."""
-        futures = [f for n in work.nodes if (f := self._futures.pop(n.key, None)) is not None]
+        futures = await self._groups.cancel(work.nodes) if self._groups.members else []
+        futures += [f for n in work.nodes if (f := self._futures.pop(n.key, None)) is not None]
         if not futures or self._client is None:
             return
         self._to_cancel.extend(futures)
@@ -426,7 +489,13 @@ class DaskExecutionBackend(Backend):
             pause = min(pause * 2, 0.1)
 
     async def fetch(self, ref: Any) -> Any:
-        return await ref.result()
+        ((ok, value),) = await fetch_refs(self.client, [ref])
+        if not ok:
+            raise value
+        return value
+
+    async def fetch_many(self, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
+        return await fetch_refs(self.client, refs)
 
     async def close(self) -> None:
         if self._closed:
@@ -434,9 +503,11 @@ class DaskExecutionBackend(Backend):
         self._closed = True
         for watcher in list(self._watchers):
             watcher.cancel()
-        if self._futures and self._client is not None:
+        self._groups.detach()
+        open_work = [*self._futures.values(), *self._groups.open_futures()]
+        if open_work and self._client is not None:
             try:
-                await self._client.cancel(list(self._futures.values()))
+                await self._client.cancel(open_work)
             except Exception as exc:  # the cluster may be gone already
                 log.warning("dask backend %r: cancelling open work failed: %r", self.name, exc)
         self._futures.clear()

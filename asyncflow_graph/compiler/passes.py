@@ -22,9 +22,11 @@ from ..errors import (
     SerializationError,
 )
 from ..graph import Graph
+from ..protocol import Coarsening
 from ..spec import EMPTY_MAPPING, Node, TaskKind
 from .cached import CachePass, prune_cached
-from .plan import ENGINE_BACKEND, Capabilities, Partition, Plan, Unit
+from .coarsen import coarsen
+from .plan import ENGINE_BACKEND, Capabilities, CoarsenNote, Partition, Plan, Unit
 
 __all__ = [
     "assign_backends",
@@ -412,11 +414,14 @@ def compile_plan(
     pickles: Callable[[object], bool] | None = None,
     known: Mapping[str, Node] = EMPTY_MAPPING,
     cache: CachePass | None = None,
+    coarsening: Mapping[str, Coarsening] = EMPTY_MAPPING,
 ) -> Plan:
     """Compile ``nodes`` (optionally culled to ``targets``) into a :class:`Plan`.
 
     Dependencies outside ``nodes`` are inputs that the executor already knows;
-    ``cache`` (the run's result cache) serves the tasks whose results it holds."""
+    ``cache`` (the run's result cache) serves the tasks whose results it holds;
+    ``coarsening``: backend name -> hints of the backends whose graph units the
+    coarsen pass regroups (:mod:`~asyncflow_graph.compiler.coarsen`)."""
     if targets is not None:
         nodes = cull(nodes, targets)
     order = _topological(nodes)
@@ -436,10 +441,29 @@ def compile_plan(
         parts = tuple(
             merge_graph_units(p, nodes, single) if p.backend in graph_backends else p for p in parts
         )
+    coarsened: dict[str, CoarsenNote] = {}
+    if coarsening:
+        parts = tuple(_coarsened(p, nodes, coarsening, single, coarsened) for p in parts)
     return Plan(
         # The plan takes the caller's batch as is (no copy on the hot path).
         nodes=nodes if isinstance(nodes, Graph | MappingProxyType) else MappingProxyType(nodes),
         partitions=parts,
         backend_of=MappingProxyType(backend_of),
         errors=MappingProxyType(errors),
+        coarsened=MappingProxyType(coarsened) if coarsened else EMPTY_MAPPING,
     )
+
+
+def _coarsened(
+    part: Partition,
+    nodes: Mapping[str, Node],
+    coarsening: Mapping[str, Coarsening],
+    errors: Container[str],
+    notes: dict[str, CoarsenNote],
+) -> Partition:
+    hints = coarsening.get(part.backend)
+    if hints is None:
+        return part
+    part, found = coarsen(part, nodes, hints, lambda n: shares_submission(n, errors))
+    notes.update(found)
+    return part

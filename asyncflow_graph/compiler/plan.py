@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..protocol import CACHE_BACKEND, ENGINE_BACKEND, Capabilities, Unit
 from ..spec import EMPTY_MAPPING, Node
@@ -16,6 +16,7 @@ __all__ = [
     "CACHE_BACKEND",
     "ENGINE_BACKEND",
     "Capabilities",
+    "CoarsenNote",
     "Partition",
     "Plan",
     "Unit",
@@ -24,6 +25,15 @@ __all__ = [
 
 #: a plan displayed in Jupyter is drawn inline up to this many tasks (dot is slow on more)
 REPR_DRAW_LIMIT = 300
+
+
+class CoarsenNote(NamedTuple):
+    """How the coarsen pass regrouped one unit: ``tasks`` in ``remote_tasks``
+    submissions to the remote scheduler, and why (one line per kind of group)."""
+
+    tasks: int
+    remote_tasks: int
+    why: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,8 @@ class Plan:
     backend_of: Mapping[str, str]
     #: key -> the error that task's future gets without running (validate pass)
     errors: Mapping[str, BaseException] = field(default_factory=lambda: EMPTY_MAPPING)
+    #: first key of a regrouped unit -> how it was coarsened (coarsen pass)
+    coarsened: Mapping[str, CoarsenNote] = field(default_factory=lambda: EMPTY_MAPPING)
 
     @property
     def units(self) -> list[Unit]:
@@ -81,6 +93,9 @@ class Plan:
                     f"{'graph' if u.graph else 'fused'} x{len(u.keys)}: " if len(u.keys) > 1 else ""
                 )
                 lines.append(f"    - {fused}{names}{more}")
+                note = self.coarsened.get(u.keys[0]) if self.coarsened else None
+                if note is not None:
+                    lines.extend(_coarsen_lines(note))
             if len(p.units) > 20:
                 lines.append(f"    ... {len(p.units) - 20} more submissions")
         if self.errors:
@@ -107,6 +122,15 @@ class Plan:
         bundle["text/html"] = html
         return bundle
 
+    @property
+    def remote_tasks(self) -> int:
+        """Tasks the backends' schedulers see: one per group of a coarsened unit,
+        one per task elsewhere."""
+        n = 0
+        for u in self.units:
+            n += len(u.groups) if u.groups else len(u.keys)
+        return n
+
     def visualize(self, filename: str | None = None, **kwargs: Any) -> Drawing:
         from ..visualize import visualize
 
@@ -124,3 +148,11 @@ def failed_plan(node: Node, backend: str, error: BaseException) -> Plan:
         backend_of={node.key: backend},
         errors={node.key: error},
     )
+
+
+def _coarsen_lines(note: CoarsenNote) -> list[str]:
+    out = [f"      coarsened: {note.tasks} tasks -> {note.remote_tasks} remote tasks"]
+    out += [f"        {line}" for line in note.why[:8]]
+    if len(note.why) > 8:
+        out.append(f"        ... {len(note.why) - 8} more kinds of groups")
+    return out

@@ -28,7 +28,7 @@ from ..compiler import Plan, compile_plan, failed_plan
 from ..describe import describe
 from ..errors import ConfigurationError, EngineClosedError
 from ..graph import Graph
-from ..protocol import ENGINE_BACKEND, TaskState
+from ..protocol import ENGINE_BACKEND, Backend, Coarsening, TaskState
 from ..spec import EMPTY_MAPPING, Node, Ref, TaskKind, bind
 from .faults import compile_error
 from .retention import RELEASED
@@ -100,6 +100,7 @@ class Intake:
         #: of while its node was still needed), and back
         self._renamed: dict[str, str] = {}
         self._base: dict[str, str] = {}
+        self._wanted: list[str] = []  # lazy keys demanded this loop turn, compiled at its end
         self.started = False  # the backends are up: compiling may begin
         self.dead = False  # the start failed: nothing is ever compiled
         #: the result cache's compiler pass, once the engine opened one
@@ -249,6 +250,7 @@ class Intake:
             pickles=_pickles,
             known=executor.state.nodes,
             cache=self.cache,
+            coarsening=_coarsening(executor.backends),
         )
 
     def plan_for(self, keys: Iterable[str] | None) -> Plan:
@@ -363,26 +365,52 @@ class Intake:
         return describe(node, deps, args=args, kwargs=kwargs, payload=payload)
 
     def demand(self, key: str) -> None:
-        """Lazy mode: compile and run ``key`` and its not-yet-run ancestors."""
-        state = self.executor.state
-        if self.dead or state.knows(key):
+        """Lazy mode: compile and run ``key`` and its not-yet-run ancestors, at the
+        end of this loop turn together with every key demanded in it (a ``gather``
+        of 10,000 handles is one compile and one submission, not 10,000)."""
+        if self.dead or self.executor.state.knows(key):
             return
-        needed: dict[str, Node] = {}
-        todo = [key]
-        while todo:
-            k = todo.pop()
-            if k in needed or state.knows(k):
-                continue
-            needed[k] = node = self.node(k)
-            todo.extend(node.deps)
         if not self.started:
             self._demanded.append(key)
             return
+        self._wanted.append(key)
+        if len(self._wanted) == 1:
+            self.loop.call_soon(self._compile_demanded)
+
+    def _compile_demanded(self) -> None:
+        keys, self._wanted = self._wanted, []
+        if self.dead or not keys:
+            return
+        needed = self._ancestors(keys)
         pre = self._precancelled
-        cancelled = {k: pre.pop(k) for k in needed if k in pre}
-        for k in needed:
-            del self._pending[k]  # compiled now: the run state holds it
-        self._add(needed, cancelled)
+        # In slices, as eager mode compiles a large turn (see COMPILE_CHUNK); the
+        # ancestors come first, so a slice's inputs are known when it is compiled.
+        for start in range(0, len(needed), COMPILE_CHUNK):
+            chunk = dict(needed[start : start + COMPILE_CHUNK])
+            cancelled = {k: pre.pop(k) for k in chunk if k in pre} if pre else EMPTY_MAPPING
+            for k in chunk:
+                del self._pending[k]  # compiled now: the run state holds it
+            with gc_paused(len(chunk)):
+                self._add(chunk, cancelled)
+
+    def _ancestors(self, keys: list[str]) -> list[tuple[str, Node]]:
+        """``keys`` and their ancestors the run state does not know yet, each after
+        its dependencies (an iterative post-order walk: no recursion limit)."""
+        state = self.executor.state
+        out: list[tuple[str, Node]] = []
+        seen: set[str] = set()
+        stack: list[tuple[str, bool]] = [(k, False) for k in reversed(keys)]
+        while stack:
+            k, expanded = stack.pop()
+            if expanded:
+                out.append((k, self._pending[k]))
+                continue
+            if k in seen or state.knows(k):
+                continue
+            seen.add(k)
+            stack.append((k, True))
+            stack.extend((d, False) for d in reversed(self._pending[k].deps) if d not in seen)
+        return out
 
     def cancel(self, key: str, msg: Any) -> bool:
         """Cancel ``key`` and its dependents, wherever it is now."""
@@ -434,7 +462,9 @@ class Intake:
     def close(self) -> None:
         """Stop taking tasks; compile what eager mode still owes the run."""
         self._flush_scheduled = False
-        if not self.lazy:
+        if self.lazy:
+            self._compile_demanded()  # demanded this turn: they run (or end) with the rest
+        else:
             self.flush()
         self.closed = True
 
@@ -449,6 +479,16 @@ class _OrRef(dict[str, Any]):
 
     def __missing__(self, key: str) -> Ref:
         return Ref(key)
+
+
+def _coarsening(backends: Mapping[str, Backend]) -> Mapping[str, Coarsening]:
+    """The grouping hints of the backends that give some, now."""
+    out: dict[str, Coarsening] = {}
+    for name, b in backends.items():
+        hints = b.coarsening()
+        if hints is not None:
+            out[name] = hints
+    return out
 
 
 def _pickles(obj: object) -> bool:

@@ -14,8 +14,10 @@ import asyncio
 import weakref
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
+from .._gc import gc_paused
 from ..errors import BackendError
 from ..protocol import Backend, Remote, TaskState, Unit
 from ..spec import Node, TaskKind
@@ -26,7 +28,7 @@ __all__ = ["RemoteValues"]
 class RemoteValues:
     """Remote results of one executor, and the local copies fetched so far."""
 
-    __slots__ = ("_backends", "_fetching", "local", "on_pending", "pending", "refs")
+    __slots__ = ("_backends", "_batch", "_fetching", "local", "on_pending", "pending", "refs")
 
     def __init__(self, backends: Mapping[str, Backend]) -> None:
         self._backends = backends
@@ -40,6 +42,8 @@ class RemoteValues:
         self.pending: weakref.WeakValueDictionary[str, asyncio.Future[Any]]
         self.pending = weakref.WeakValueDictionary()
         self._fetching: dict[str, asyncio.Future[Any]] = {}
+        #: backend -> keys asked for this loop turn, fetched together at its end
+        self._batch: dict[str, list[str]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.refs)
@@ -67,24 +71,61 @@ class RemoteValues:
         return ChainMap(self.local, values) if self.local else values  # type: ignore[arg-type]
 
     def fetch(self, key: str) -> asyncio.Future[Any]:
-        """The value of ``key``, fetched at most once."""
+        """The value of ``key``, fetched at most once. The keys asked for in one loop
+        turn are fetched together, one ``fetch_many`` per backend (a gather of 10,000
+        handles is one request, not 10,000)."""
         fut = self._fetching.get(key)
-        if fut is None and key in self.local:
-            fut = asyncio.get_running_loop().create_future()
+        if fut is not None:
+            return fut
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if key in self.local:
             fut.set_result(self.local[key])
-        elif fut is None:
-            fut = asyncio.ensure_future(self._fetch(key))
-            self._fetching[key] = fut
+            return fut
+        self._fetching[key] = fut
+        if not self._batch:
+            loop.call_soon(self._fetch_batch)
+        self._batch.setdefault(self.refs[key].backend, []).append(key)
         return fut
 
-    async def _fetch(self, key: str) -> Any:
-        ref = self.refs[key]
-        try:
-            value = await self._backends[ref.backend].fetch(ref.ref)
-        finally:
-            self._fetching.pop(key, None)
-        self.local[key] = value
-        return value
+    def _fetch_batch(self) -> None:
+        batch, self._batch = self._batch, {}
+        refs = self.refs
+        for name, keys in batch.items():
+            backend = self._backends[name]
+            many = getattr(backend, "fetch_many", None)  # a duck-typed backend may lack it
+            wanted = [refs[k].ref for k in keys]
+            task = asyncio.ensure_future(
+                many(wanted) if many is not None else Backend.fetch_many(backend, wanted)
+            )
+            task.add_done_callback(partial(self._fetched, keys))
+
+    def _fetched(self, keys: list[str], task: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+        if task.cancelled():
+            outcomes: list[tuple[bool, Any]] = [
+                (False, asyncio.CancelledError("fetching was cancelled"))
+            ] * len(keys)
+        elif (exc := task.exception()) is not None:
+            outcomes = [(False, exc)] * len(keys)
+        else:
+            outcomes = task.result()
+        with gc_paused(len(keys)):
+            self._resolve(keys, outcomes)
+
+    def _resolve(self, keys: list[str], outcomes: list[tuple[bool, Any]]) -> None:
+        fetching, local = self._fetching, self.local
+        for key, (ok, value) in zip(keys, outcomes, strict=True):
+            fut = fetching.pop(key, None)
+            if ok:
+                local[key] = value
+            if fut is None or fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            elif isinstance(value, asyncio.CancelledError):
+                fut.cancel()
+            else:
+                fut.set_exception(value)
 
     async def fetch_then(
         self, keys: list[str], then: Callable[[BaseException | None], None]
