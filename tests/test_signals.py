@@ -202,3 +202,61 @@ def test_a_child_signalled_does_not_stop_the_parent(tmp_path):
     assert f"child status -{signal.SIGTERM.value}" in out
     assert "handles ['RUNNING', 'RUNNING']" in out
     assert "received SIGTERM" not in err
+
+
+COMPUTE = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, threading, time
+    import asyncflow_graph as ag
+
+    stop = threading.Event()
+
+    @ag.function_task
+    def busy(marker):
+        open(marker, "w").close()
+        while not stop.is_set():  # a thread cannot be cancelled: it checks a flag
+            time.sleep(0.01)
+
+    @ag.executable_task
+    def sleeper(pidfile):
+        return f"echo $$ > {pidfile}; exec sleep 30"
+
+    def interrupt(times):
+        while not (os.path.exists("pid") and os.path.exists("marker")):
+            time.sleep(0.01)
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+
+    threading.Thread(target=interrupt, args=(int(sys.argv[1]),), daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        ag.compute(busy("marker"), sleeper("pid"))
+    except KeyboardInterrupt:
+        print(f"KeyboardInterrupt after {time.monotonic() - t0:.1f} s", flush=True)
+        pid = int(open("pid").read())
+        alive = subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode == 0
+        print("command still running:", alive, flush=True)
+    except BaseException as exc:
+        print("raised", type(exc).__name__, flush=True)
+    finally:
+        stop.set()
+    """
+)
+
+
+def test_ctrl_c_during_compute_raises_keyboard_interrupt_promptly(tmp_path):
+    proc = run_python(["-c", COMPUTE, "1"], tmp_path, timeout=60)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "KeyboardInterrupt after" in proc.stdout, proc.stdout
+    seconds = float(proc.stdout.split("KeyboardInterrupt after ")[1].split()[0])
+    assert seconds < 5  # the busy thread is abandoned after ~1 s, not waited for
+    assert "command still running: False" in proc.stdout  # running work was stopped
+    assert "abandoned" in proc.stderr and "'busy'" in proc.stderr
+
+
+def test_a_second_ctrl_c_during_compute_exits_at_once(tmp_path):
+    proc = run_python(["-c", COMPUTE, "2"], tmp_path, timeout=60)
+    assert proc.returncode == -signal.SIGINT, (proc.stdout, proc.stderr)
+    assert "KeyboardInterrupt" not in proc.stdout and "raised" not in proc.stdout
+    assert "received SIGINT again: exiting at once" in proc.stderr
