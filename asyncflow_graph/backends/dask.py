@@ -27,6 +27,7 @@ from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
 from ..spec import Node, call
 from .dask_guard import check_main_guard
+from .dask_security import embedded_cluster_options
 from .helpers import run_command_sync
 
 __all__ = ["DaskExecutionBackend"]
@@ -131,7 +132,12 @@ class DaskExecutionBackend(Backend):
     is started (and closed at shutdown). ``address=`` or ``scheduler_file=`` connect
     to a running scheduler (``dask scheduler`` on an HPC machine, dask-mpi);
     ``client=`` or ``cluster=`` (e.g. a dask-jobqueue ``SLURMCluster``) use the
-    user's object, which is never closed here."""
+    user's object, which is never closed here.
+
+    ``security=``: the embedded cluster speaks TLS under temporary credentials and
+    refuses every other client (``security=False`` turns that off); for
+    ``address=``/``scheduler_file=``, the ``distributed.security.Security`` that
+    the running scheduler requires (see :mod:`.dask_security`)."""
 
     capabilities = Capabilities(
         needs_pickle=True, remote=True, graph_units=True, handles_retries=True
@@ -146,6 +152,7 @@ class DaskExecutionBackend(Backend):
         cluster: Any = None,
         *,
         connect_timeout: float = 20.0,
+        security: Any = None,
         **local_cluster_kwargs: Any,
     ) -> None:
         super().__init__(name)
@@ -174,6 +181,8 @@ class DaskExecutionBackend(Backend):
         self._scheduler_file = scheduler_file
         self._user_cluster = cluster
         self._connect_timeout = connect_timeout
+        #: the embedded cluster's (TLS, temporary credentials) unless given: see dask_security
+        self._security = security
         self._cluster_kwargs = local_cluster_kwargs
         self._client: Any = None
         self._own_client = False
@@ -239,22 +248,29 @@ class DaskExecutionBackend(Backend):
             # A synchronous client runs its own loop thread: talk to its scheduler
             # with our own asynchronous client on the engine's loop instead.
             address = self._user_client.scheduler.address
+            self._security = self._security or getattr(self._user_client, "security", None)
         elif self._user_cluster is not None:
             address = self._user_cluster.scheduler_address
+            self._security = self._security or getattr(self._user_cluster, "security", None)
         elif self._address is not None or self._scheduler_file is not None:
             address = self._address
         else:
-            kwargs = {"dashboard_address": None, **self._cluster_kwargs}
+            given = dict(self._cluster_kwargs)
+            if self._security is not None:
+                given["security"] = self._security
+            kwargs = embedded_cluster_options(distributed, given)
             if kwargs.get("processes", True):
                 check_main_guard(self.name)
             self._own_cluster = await distributed.LocalCluster(asynchronous=True, **kwargs)
             address = self._own_cluster.scheduler_address
+            self._security = self._own_cluster.security
         self._own_client = True
+        secure = {"security": self._security} if self._security not in (None, False) else {}
         if address is None:
             return await Client(
-                scheduler_file=self._scheduler_file, asynchronous=True, timeout=timeout
+                scheduler_file=self._scheduler_file, asynchronous=True, timeout=timeout, **secure
             )
-        return await Client(address, asynchronous=True, timeout=timeout)
+        return await Client(address, asynchronous=True, timeout=timeout, **secure)
 
     # -- running ------------------------------------------------------------------------
 
