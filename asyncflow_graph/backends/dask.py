@@ -26,6 +26,9 @@ from typing import Any
 from ..errors import BackendError, ConfigurationError, missing_dependency
 from ..protocol import Backend, BackendContext, Capabilities, Command, Remote, Work
 from ..spec import Node, call
+from .dask_data import has_large_values, scatter_large_values, split_unpicklable, without
+from .dask_faults import connection_lost, lost_error, reconnected
+from .dask_faults import fetch as fetch_value
 from .dask_guard import check_main_guard
 from .dask_security import embedded_cluster_options
 from .helpers import run_command_sync
@@ -57,6 +60,11 @@ class _Call:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.call, self.names, self.consts = state
 
+    def __dask_tokenize__(self) -> tuple[str, str, int]:
+        # Our keys are unique: without this, Dask would pickle and hash every
+        # argument on the loop to name the graph (seconds for a 100 MB one).
+        return ("asyncflow_graph._Call", self.call.key, id(self))
+
 
 def _call_node(task: _Call, values: list[Any]) -> Any:
     """Worker side: resolve the dependency values and run the function."""
@@ -87,6 +95,14 @@ class _Batch:
         self.inputs.update(inputs)
         if command is not None:
             self.commands[node.key] = command
+
+    def only(self, keys: list[str]) -> _Batch:
+        """The part of this batch made of ``keys``."""
+        part = _Batch()
+        for key in keys:
+            part.add(self.nodes[key], {}, self.commands.get(key))
+        part.inputs = self.inputs
+        return part
 
     def rerun(self, lost: list[str], done: Mapping[str, Any], backend: str) -> _Batch:
         """``lost`` keys and their dependents in this batch, fed by what finished."""
@@ -193,6 +209,7 @@ class DaskExecutionBackend(Backend):
         self._cancelling: asyncio.Future[None] | None = None
         self._closed = False
         self._tag = ""
+        self._seen = ""  # the scheduler's address, for errors once it is gone
 
     @property
     def client(self) -> Any:
@@ -226,7 +243,8 @@ class DaskExecutionBackend(Backend):
                 f"{type(exc).__name__}: {exc}. Check that the scheduler is running and "
                 f"reachable (dask scheduler --scheduler-file ...; dask worker ...)"
             ) from exc
-        log.info("dask backend %r connected to %s", self.name, self._client.scheduler.address)
+        self._seen = str(self._client.scheduler.address)
+        log.info("dask backend %r connected to %s", self.name, self._seen)
 
     def _target(self) -> str:
         if self._address:
@@ -285,6 +303,27 @@ class DaskExecutionBackend(Backend):
         for w in works:
             for node in w.nodes:
                 batch.add(node, w.inputs, w.payload if isinstance(w.payload, Command) else None)
+        if has_large_values(batch.nodes, batch.inputs):
+            self._track(self._scatter_then_send(batch))
+            return
+        self._send(batch, 0)
+
+    def _track(self, coro: Any) -> None:
+        watcher = asyncio.ensure_future(coro)
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _scatter_then_send(self, batch: _Batch) -> None:
+        """Large values go to the cluster first, off the loop (see dask_data)."""
+        try:
+            await scatter_large_values(self.client, batch.nodes, batch.inputs, self.name)
+        except Exception as exc:
+            report = self.context.reporter
+            for key in batch.nodes:
+                report.failed(
+                    key, BackendError(f"Dask backend {self.name!r} could not scatter: {exc!r}")
+                )
+            return
         self._send(batch, 0)
 
     def _send(self, batch: _Batch, attempt: int) -> None:
@@ -304,20 +343,49 @@ class DaskExecutionBackend(Backend):
                 retries[dk] = node.options.retries
             if node.options.resources:
                 resources[dk] = dict(node.options.resources)
-        futures = self.client.get(
-            dsk,
-            list(dsk),
-            sync=False,
-            # Per-key annotations: Dask calls a callable annotation with each key.
-            retries=defaultdict(int, retries).__getitem__ if retries else None,
-            resources=defaultdict(dict, resources).__getitem__ if resources else None,
-        )
         ours = {dk: k for k, dk in local.items()}
+        try:
+            futures = self.client.get(
+                dsk,
+                list(dsk),
+                sync=False,
+                # Per-key annotations: Dask calls a callable annotation with each key.
+                retries=defaultdict(int, retries).__getitem__ if retries else None,
+                resources=defaultdict(dict, resources).__getitem__ if resources else None,
+            )
+        except Exception as exc:  # the graph as a whole could not be sent
+            self._send_apart(batch, attempt, dsk, ours, exc)
+            return
         for fut in futures:
             self._futures[ours[fut.key]] = fut
-        watcher = asyncio.ensure_future(self._watch(batch, futures, ours, attempt))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._track(self._watch(batch, futures, ours, attempt))
+
+    def _send_apart(
+        self,
+        batch: _Batch,
+        attempt: int,
+        dsk: Mapping[str, Any],
+        ours: Mapping[str, str],
+        exc: BaseException,
+    ) -> None:
+        """A batch that could not be sent: the tasks that cannot be pickled fail
+        (each naming its argument), the rest go again without them; if none is to
+        blame, every task fails. Never a task left without an ending."""
+        where = f"the Dask cluster of backend {self.name!r}"
+        bad = split_unpicklable(dsk, batch.nodes, ours, where)
+        if not bad:
+            err = BackendError(f"Dask backend {self.name!r} could not submit: {exc!r}")
+            bad = dict.fromkeys(batch.nodes, err)
+        # Reported on the next loop turn: submit must not re-enter the executor.
+        self.context.loop.call_soon(self._fail_all, bad)
+        rest = without(batch.nodes, set(bad))
+        if rest:
+            self._send(batch.only(rest), attempt)
+
+    def _fail_all(self, errors: Mapping[str, BaseException]) -> None:
+        report = self.context.reporter
+        for key, err in errors.items():
+            report.failed(key, err)
 
     def _task(
         self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, str]
@@ -344,6 +412,7 @@ class DaskExecutionBackend(Backend):
         report = self.context.reporter
         done: dict[str, Any] = {}  # our key -> finished Dask future
         lost: list[str] = []  # keys whose workers died: resubmitted below
+        gone: list[str] = []  # keys lost with the scheduler: resubmitted once it is back
         try:
             async for fut in _as_completed(self.client, futures):
                 key = ours[fut.key]
@@ -363,7 +432,14 @@ class DaskExecutionBackend(Backend):
                     else:
                         report.failed(key, _explain(exc, batch.nodes[key]))
                 elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
-                    report.cancelled(key, "cancelled on the Dask cluster")
+                    if not connection_lost(fut):
+                        report.cancelled(key, "cancelled on the Dask cluster")
+                    elif any(d in batch.nodes and d not in done for d in batch.nodes[key].deps):
+                        continue  # its lost dependency speaks for it
+                    elif attempt < batch.nodes[key].options.retries:
+                        gone.append(key)
+                    else:
+                        report.failed(key, lost_error(batch.nodes[key], self._seen, self.name))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a task without an ending
@@ -375,6 +451,23 @@ class DaskExecutionBackend(Backend):
         if lost:
             log.warning("dask backend %r: resubmitting %s after a worker died", self.name, lost)
             self._send(batch.rerun(lost, done, self.name), attempt + 1)
+        if gone:
+            await self._after_reconnect(batch.rerun(gone, done, self.name), attempt + 1)
+
+    async def _after_reconnect(self, batch: _Batch, attempt: int) -> None:
+        log.warning(
+            "dask backend %r: lost the scheduler at %s; %d task(s) wait for it to come back",
+            self.name,
+            self._seen,
+            len(batch.nodes),
+        )
+        if await reconnected(self.client, self._connect_timeout):
+            self._send(batch, attempt)
+            return
+        report = self.context.reporter
+        for key, node in batch.nodes.items():
+            if not any(d in batch.nodes for d in node.deps):
+                report.failed(key, lost_error(node, self._seen, self.name, retried=True))
 
     async def cancel(self, work: Work) -> None:
         """Returns once the scheduler has let go of the keys, so nothing that depended
@@ -424,7 +517,7 @@ class DaskExecutionBackend(Backend):
             pause = min(pause * 2, 0.1)
 
     async def fetch(self, ref: Any) -> Any:
-        return await ref.result()
+        return await fetch_value(ref, self._seen, self.name)
 
     async def close(self) -> None:
         if self._closed:

@@ -22,7 +22,7 @@ import asyncio
 import concurrent.futures as cf
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, NamedTuple
@@ -31,6 +31,7 @@ from ..errors import BackendError, SerializationError
 from ..protocol import Outcome, Work
 from ..spec import Call
 from .helpers import calls_of, run_chain
+from .pickling import unpicklable_argument, unpicklable_task
 
 __all__ = ["CLOSE_GRACE", "ProcessPool", "ThreadPool", "make_pool"]
 
@@ -310,25 +311,6 @@ def _read_back(blob: bytes) -> _Shipped:
 
 def _unpicklable_call(work: Work, calls: Sequence[Call], exc: BaseException) -> BaseException:
     """Name the task, and the argument that cannot be pickled when one can be found."""
-    import cloudpickle
-
-    culprit = ""
-    for c in calls:
-        items: Mapping[str, Any] = {
-            **{f"argument {i + 1}": a for i, a in enumerate(c.args)},
-            **{f"argument {k}=": v for k, v in c.kwargs.items()},
-        }
-        for label, value in items.items():
-            try:
-                cloudpickle.dumps(value)
-            except Exception:
-                culprit = f" ({label}, a {type(value).__name__})"
-                break
-        if culprit:
-            break
-    node = work.nodes[0]
-    return SerializationError(
-        f"task {node.name!r} [{work.key}] cannot be sent to a worker process of backend "
-        f"{work.unit.backend!r}: its arguments cannot be pickled{culprit}: "
-        f"{type(exc).__name__}: {exc}. Pass picklable values, or run it on a thread backend"
-    )
+    culprit = next((c for c in map(unpicklable_argument, calls) if c), "")
+    where = f"a worker process of backend {work.unit.backend!r}"
+    return unpicklable_task(work.nodes[0], work.key, where, exc, culprit)
