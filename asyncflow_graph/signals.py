@@ -77,6 +77,10 @@ def watch(engine: Stoppable) -> None:
         try:
             for sig in SIGNALS:
                 loop.add_signal_handler(sig, _on_signal, loop, sig)
+                # asyncio learns of a signal from its wakeup fd, which a child can write
+                # to between its fork and its exec; only a signal to this process runs
+                # this Python-level handler, so _on_signal ignores the others.
+                signal.signal(sig, _delivered)
         except (NotImplementedError, RuntimeError, ValueError):
             return  # not a Unix loop, or not the main interpreter
         state = _watches[loop] = _Watch(previous)
@@ -128,10 +132,22 @@ def _restore(loop: asyncio.AbstractEventLoop) -> None:
             pass  # never installed (not a Unix loop, or not the main thread)
 
 
+#: signals delivered to this process and not yet acted on
+_pending: set[int] = set()
+
+
+def _delivered(signum: int, frame: FrameType | None) -> None:
+    _pending.add(signum)
+
+
 def _on_signal(loop: asyncio.AbstractEventLoop, sig: signal.Signals) -> None:
     state = _watches.get(loop)
     if state is None:
         return
+    if sig not in _pending:
+        log.debug("ignored a %s that a child process wrote to the loop's wakeup fd", sig.name)
+        return
+    _pending.discard(sig)
     if state.received is not None:
         log.warning("received %s again: exiting at once", sig.name)
         _die(sig)

@@ -260,3 +260,28 @@ def test_a_second_ctrl_c_during_compute_exits_at_once(tmp_path):
     assert proc.returncode == -signal.SIGINT, (proc.stdout, proc.stderr)
     assert "KeyboardInterrupt" not in proc.stdout and "raised" not in proc.stdout
     assert "received SIGINT again: exiting at once" in proc.stderr
+
+
+def test_a_signal_number_in_the_wakeup_fd_alone_stops_nothing(tmp_path):
+    """What a child does between its fork and its exec when it is signalled (a Dask
+    nanny spawning a worker): it writes the signal number to the parent's wakeup fd,
+    but no signal reached the parent."""
+    code, out, err = run(
+        """
+        async def main():
+            flows, handles = await two_engines_running()
+            fd = signal.set_wakeup_fd(-1)
+            signal.set_wakeup_fd(fd)
+            os.write(fd, bytes([signal.SIGTERM]))  # as the child's C signal handler does
+            for _ in range(3):
+                await asyncio.sleep(0)
+            print("handles", [h.state for h in handles], flush=True)
+            os.kill(os.getpid(), signal.SIGTERM)  # a real one still works
+            await asyncio.sleep(30)
+
+        asyncio.run(main())
+        """,
+        tmp_path,
+    )
+    assert "handles ['RUNNING', 'RUNNING']" in out, (out, err)
+    assert code == -signal.SIGTERM and err.count("received SIGTERM") == 1

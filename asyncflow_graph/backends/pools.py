@@ -7,10 +7,12 @@ the work running in them.
   (a thread cannot be killed; the warning names the tasks) and kills worker
   processes.
 * Process pools: calls and results are pickled (cloudpickle) by the pool's own
-  feeder and result threads, not on the event loop, so a large argument does not
-  stall it; a value that cannot be pickled fails its own task with a
+  feeder and result threads, not on the event loop; a value that cannot be
+  pickled fails its own task with a
   :class:`~asyncflow_graph.errors.SerializationError` naming it, and never breaks
-  the pool. A pool broken by a dying worker is rebuilt with the user's
+  the pool. When a worker dies the pool fails every task it holds: those that
+  never reached a worker go to the rebuilt pool as if nothing happened, the others
+  fail (``retries=`` runs them again). The pool is rebuilt with the user's
   ``max_workers``, ``mp_context``, ``initializer``/``initargs`` and
   ``max_tasks_per_child``. Workers ignore SIGINT: Ctrl-C is the parent's to act on
   (it shuts the pool down), and a worker must not die of it mid-task.
@@ -153,20 +155,25 @@ class ProcessPool(ThreadPool):
 
     async def run(self, work: Work) -> list[Outcome]:
         calls = calls_of(work)
-        executor = self.executor
-        running = self._submit(_describe(work), _run_shipped, _Shipping(calls, dict(work.inputs)))
-        try:
-            shipped: _Shipped = await running
-        except BrokenProcessPool as exc:
-            if self.executor is executor:  # every task of the broken pool lands here
-                self._rebuild()
-            raise BackendError(
-                f"a worker process of backend {self.name!r} died while running "
-                f"{work.nodes[0].name!r} [{work.key}] ({exc}); the pool is rebuilt for later "
-                f"tasks (give the task retries= to run it again)"
-            ) from exc
-        except Exception as exc:  # raised while pickling the call, in the feeder thread
-            raise _unpicklable_call(work, calls, exc) from exc
+        while True:
+            executor = self.executor
+            shipping = _Shipping(calls, dict(work.inputs))
+            running = self._submit(_describe(work), _run_shipped, shipping)
+            try:
+                shipped: _Shipped = await running
+                break
+            except BrokenProcessPool as exc:
+                if self.executor is executor:  # every task of the broken pool lands here
+                    self._rebuild()
+                if not shipping.sent:
+                    continue  # it never reached a worker: the dead one was not running it
+                raise BackendError(
+                    f"a worker process of backend {self.name!r} died while running "
+                    f"{work.nodes[0].name!r} [{work.key}] ({exc}); the pool is rebuilt for "
+                    f"later tasks (give the task retries= to run it again)"
+                ) from exc
+            except Exception as exc:  # raised while pickling the call, in the feeder thread
+                raise _unpicklable_call(work, calls, exc) from exc
         if isinstance(shipped, BaseException):
             raise shipped  # the results could not be read back here
         return shipped
@@ -219,14 +226,17 @@ class _Shipping:
     """A call for a worker, pickled with cloudpickle when the pool's feeder thread
     pickles it (off the loop); unpickled in the worker without ever raising."""
 
-    __slots__ = ("calls", "inputs")
+    __slots__ = ("calls", "inputs", "sent")
 
     def __init__(self, calls: list[Call], inputs: dict[str, Any]) -> None:
         self.calls = calls
         self.inputs = inputs
+        self.sent = False  # pickled into the pool's call queue, for a worker to take
 
     def __reduce__(self) -> tuple[Any, ...]:
         import cloudpickle
+
+        self.sent = True
 
         return (_unship, (self.calls[0].key, cloudpickle.dumps((self.calls, self.inputs))))
 
