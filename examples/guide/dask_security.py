@@ -37,7 +37,7 @@ async def main() -> None:
         try:
             await Client(cluster.scheduler_address, security=stranger, timeout=2, asynchronous=True)
         except OSError as exc:
-            print("with other credentials:", type(exc).__name__)
+            print("with other credentials: refused", f"({type(exc).__name__})")
 
 
 if __name__ == "__main__":
