@@ -8,9 +8,9 @@ Run: ``python -m benchmarks.chaos [--tasks 50000] [--kills 12] [--out PATH]`` (d
 * The campaign: ``tasks`` tasks in chains of three — a thread task, a process-pool
   task on its value, a Dask task on that — each with ``retries=``; every value is
   checked at the end.
-* The driver: while the campaign runs, every 0.2-0.8 s (random) it sends SIGKILL,
-  SIGTERM or SIGSEGV to a random worker process: one of the pool's, or one of the
-  embedded Dask cluster's (their nannies start new ones).
+* The driver: while the campaign runs, every 0.2-0.8 s (random) it kills a random
+  worker process: one of the pool's (SIGKILL, SIGTERM or SIGSEGV), or one of the
+  embedded Dask cluster's (SIGKILL or SIGSEGV; their nannies start new ones).
 * Rows: tasks lost (a result missing or wrong: must be 0), futures left pending
   after the run (must be 0), tasks retried (submitted again by the engine after a
   failure), kills sent, wall time and its ratio to the run without faults.
@@ -67,14 +67,21 @@ class Submissions(RunObserver):
             self.count.update(u.keys)
 
 
-async def _worker_pids(pool: LocalExecutionBackend, dask: DaskExecutionBackend) -> list[int]:
+async def _targets(
+    pool: LocalExecutionBackend, dask: DaskExecutionBackend
+) -> list[tuple[int, tuple[signal.Signals, ...]]]:
+    """Worker processes to kill, with the signals each may get. A Dask worker given
+    SIGTERM retires cleanly and its nanny does not replace it (the cluster would
+    run out of workers): Dask workers get SIGKILL or SIGSEGV, as from an OOM killer
+    or a crash."""
     pids = [p.pid for p in getattr(pool.executor, "_processes", {}).values() if p.pid]
+    targets = [(pid, SIGNALS) for pid in pids]
     try:
         ran = await asyncio.wait_for(dask.client.run(os.getpid), 5)
-        pids += list(ran.values())
+        targets += [(pid, (signal.SIGKILL, signal.SIGSEGV)) for pid in ran.values()]
     except Exception:  # a worker restarting: pick from the pool this time
         pass
-    return pids
+    return targets
 
 
 async def _driver(
@@ -88,10 +95,11 @@ async def _driver(
             break
         except TimeoutError:
             pass
-        pids = await _worker_pids(pool, dask)
-        if not pids:
+        targets = await _targets(pool, dask)
+        if not targets:
             continue
-        pid, sig = rng.choice(pids), rng.choice(SIGNALS)
+        pid, signals = rng.choice(targets)
+        sig = rng.choice(signals)
         try:
             os.kill(pid, sig)
             sent[sig.name] += 1
@@ -128,6 +136,8 @@ async def campaign(tasks: int, kills: int) -> dict[str, Any]:
     await flow.shutdown()
     lost = sum(r != expected(i) for i, r in enumerate(results))
     errors = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
+    samples = {type(r).__name__: str(r)[:300] for r in results if isinstance(r, BaseException)}
+    states = Counter(str(h.state) for h in handles)
     return {
         "tasks": chains * 3,
         "lost": lost,
@@ -136,6 +146,8 @@ async def campaign(tasks: int, kills: int) -> dict[str, Any]:
         "resubmissions": sum(n - 1 for n in seen.count.values()),
         "kills": dict(sent),
         "errors": dict(errors),
+        "samples": samples,
+        "states": dict(states),
         "wall": wall,
     }
 
@@ -178,6 +190,8 @@ async def main(tasks: int, kills: int, out: Path) -> None:
     text = report(clean, chaos)
     out.write_text(text)
     print(text)
+    for run in (clean, chaos):
+        print("states:", run["states"], "samples:", run["samples"])
 
 
 if __name__ == "__main__":
