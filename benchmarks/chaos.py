@@ -69,16 +69,16 @@ class Submissions(RunObserver):
 
 async def _targets(
     pool: LocalExecutionBackend, dask: DaskExecutionBackend
-) -> list[tuple[int, tuple[signal.Signals, ...]]]:
+) -> list[tuple[int, str, tuple[signal.Signals, ...]]]:
     """Worker processes to kill, with the signals each may get. A Dask worker given
     SIGTERM retires cleanly and its nanny does not replace it (the cluster would
     run out of workers): Dask workers get SIGKILL or SIGSEGV, as from an OOM killer
     or a crash."""
     pids = [p.pid for p in getattr(pool.executor, "_processes", {}).values() if p.pid]
-    targets = [(pid, SIGNALS) for pid in pids]
+    targets = [(pid, "pool", SIGNALS) for pid in pids]
     try:
         ran = await asyncio.wait_for(dask.client.run(os.getpid), 5)
-        targets += [(pid, (signal.SIGKILL, signal.SIGSEGV)) for pid in ran.values()]
+        targets += [(pid, "dask", (signal.SIGKILL, signal.SIGSEGV)) for pid in ran.values()]
     except Exception:  # a worker restarting: pick from the pool this time
         pass
     return targets
@@ -98,19 +98,34 @@ async def _driver(
         targets = await _targets(pool, dask)
         if not targets:
             continue
-        pid, signals = rng.choice(targets)
+        pid, kind, signals = rng.choice(targets)
         sig = rng.choice(signals)
         try:
             os.kill(pid, sig)
-            sent[sig.name] += 1
+            sent[f"{kind} {sig.name}"] += 1
         except ProcessLookupError:
             pass
     return sent
 
 
 async def campaign(tasks: int, kills: int) -> dict[str, Any]:
+    from distributed import LocalCluster
+    from distributed.security import Security
+
     pool = LocalExecutionBackend(ProcessPoolExecutor(2), name="procs")
-    dask = DaskExecutionBackend(n_workers=2, threads_per_worker=1, processes=True)
+    # The embedded cluster's settings (TLS, temporary credentials), made here so that
+    # it can adapt: a nanny whose worker was killed while starting gives up, and
+    # adapt() starts a new one (a batch system would resubmit the worker job).
+    cluster = await LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        protocol="tls",
+        security=Security.temporary(),
+        dashboard_address=None,
+        asynchronous=True,
+    )
+    cluster.adapt(minimum=2, maximum=2, interval="500ms")
+    dask = DaskExecutionBackend(cluster=cluster)
     flow = await WorkflowEngine.create(backend=[LocalExecutionBackend(name="threads"), pool, dask])
     seen = Submissions()
     flow.add_observer(seen)
@@ -134,6 +149,7 @@ async def campaign(tasks: int, kills: int) -> dict[str, Any]:
     sent = await driver
     pending = sum(not h.done() for h in handles)
     await flow.shutdown()
+    await cluster.close()
     lost = sum(r != expected(i) for i, r in enumerate(results))
     errors = Counter(type(r).__name__ for r in results if isinstance(r, BaseException))
     samples = {type(r).__name__: str(r)[:300] for r in results if isinstance(r, BaseException)}
