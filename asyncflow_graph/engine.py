@@ -326,11 +326,14 @@ class WorkflowEngine:
         if self._intake.dead:
             return  # _abort_start already closed everything that had started
         self._intake.close()
-        if skip_backends:
-            self._executor.cancel_open("engine shutdown")
-            release_claims(self._executor, closed=False)
-            return
-        await self._executor.close(cancel=not wait)
+        try:
+            if skip_backends:
+                self._executor.cancel_open("engine shutdown")
+                release_claims(self._executor, closed=False)
+                return
+            await self._executor.close(cancel=not wait)
+        finally:
+            signals.unwatch(self)  # the loop's last engine gives the signals back
 
     async def __aenter__(self) -> WorkflowEngine:
         await self._started

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from . import signals
 from .compiler import Capabilities, Plan, compile_plan
 from .decorators import TaskDefinition, make_definition
 from .errors import ConfigurationError
@@ -204,7 +206,10 @@ def compute(
     bar on a terminal, one summary line otherwise (see
     :mod:`asyncflow_graph.telemetry.progress`). ``cache=`` is the engine's (see
     ``docs/caching.md``): True or a directory caches every function and executable
-    task; None caches only the tasks declared with ``cache=True``."""
+    task; None caches only the tasks declared with ``cache=True``.
+
+    Ctrl-C cancels the running work, shuts the engine down and raises
+    ``KeyboardInterrupt``; a second Ctrl-C ends the process at once."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -235,8 +240,15 @@ async def _compute(
 
         bar = ProgressBar(flow).__enter__()  # attached before the graph is compiled
     futures = flow.add_graph(graph)
+    signals.claim_interrupt(flow.loop)
     try:
         values = {h.key: await futures[h.key] for h in handles}
+    except asyncio.CancelledError:
+        if signals.received(flow.loop) is signal.SIGINT:
+            # Ctrl-C: the engine is shutting down (the finally below joins it);
+            # a script's caller expects KeyboardInterrupt, not a cancelled future.
+            raise KeyboardInterrupt from None
+        raise
     finally:
         await flow.shutdown()
         if bar is not None:

@@ -2,6 +2,9 @@
 vs the same graph given to ``client.compute`` with dask.delayed.
 
 Run: ``python -m benchmarks.dask_mapreduce [--maps 2500] [--repeat 5] [--processes]``.
+``--tls`` instead measures what the embedded cluster's default security costs: the
+same asyncflow_graph run on a plain-TCP cluster and on a TLS cluster with temporary
+credentials (what ``DaskExecutionBackend()`` starts), cluster start-up included.
 Both systems share one ``LocalCluster`` (2 workers, 1 thread each) in the same run;
 the figure is the median wall time from graph construction to the final result.
 """
@@ -86,10 +89,52 @@ async def main(maps: int, repeat: int, processes: bool) -> None:
             )
 
 
+async def tls_cost(maps: int, repeat: int, processes: bool) -> None:
+    """Median wall time of the eager map-reduce and of starting the cluster, on plain
+    TCP vs TLS with temporary credentials (interleaved)."""
+    from distributed import Client, LocalCluster
+    from distributed.security import Security
+
+    rows: dict[str, dict[str, list[float]]] = {}
+    for _ in range(repeat):
+        for label, security in (("tcp, no security", None), ("tls, temporary", True)):
+            t0 = perf_counter()
+            async with (
+                LocalCluster(
+                    n_workers=2,
+                    threads_per_worker=1,
+                    processes=processes,
+                    protocol="tls" if security else "tcp",
+                    security=Security.temporary() if security else None,
+                    dashboard_address=None,
+                    asynchronous=True,
+                ) as cluster,
+                Client(cluster, asynchronous=True) as client,
+            ):
+                started = perf_counter() - t0
+                elapsed, result = await afg(client, maps, "eager")
+                assert result == 2 * maps - 1
+            times = rows.setdefault(label, {"start": [], "run": []})
+            times["start"].append(started)
+            times["run"].append(elapsed)
+    kind = "processes" if processes else "threads"
+    base = statistics.median(rows["tcp, no security"]["run"])
+    print(f"| cluster ({2 * maps - 1} tasks, 2x1 {kind}) | start s | run s | x tcp run |")
+    print("|---|---|---|---|")
+    for label, times in rows.items():
+        run = statistics.median(times["run"])
+        start = statistics.median(times["start"])
+        print(f"| {label} | {start:.2f} | {run:.3f} | {run / base:.2f} |")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--maps", type=int, default=2500)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--processes", action="store_true")
+    parser.add_argument("--tls", action="store_true", help="measure the cost of TLS")
     args = parser.parse_args()
-    asyncio.run(main(args.maps, args.repeat, args.processes))
+    if args.tls:
+        asyncio.run(tls_cost(args.maps, args.repeat, args.processes))
+    else:
+        asyncio.run(main(args.maps, args.repeat, args.processes))

@@ -231,3 +231,52 @@ async def test_start_telemetry_checkpoint_path(flow, tmp_path):
         "closed",
     ]
     assert flow._executor.observers.all == ()
+
+
+def test_a_full_disk_degrades_telemetry_and_the_run_goes_on(tmp_path):
+    """RLIMIT_FSIZE in a child process: its writes past 64 KiB fail as on a full
+    disk (EFBIG; Python ignores SIGXFSZ), after a short write that cuts a line."""
+    script = textwrap.dedent(
+        """
+        import asyncio, resource, sys
+        from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+        async def main():
+            flow = await WorkflowEngine.create(backend=LocalExecutionBackend())
+            tel = await flow.start_telemetry(checkpoint_path=sys.argv[1])
+
+            @flow.function_task
+            async def double(i):
+                return 2 * i
+
+            results = await asyncio.gather(*(double(i) for i in range(3000)))
+            print("results ok", results == [2 * i for i in range(3000)], flush=True)
+            await tel.stop()
+            summary = tel.summary()
+            print("completed", summary["tasks"]["completed"], flush=True)
+            print("degraded", summary["degraded"], flush=True)
+            await flow.shutdown()
+
+        asyncio.run(main())
+        """
+    )
+    path = tmp_path / "run.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "results ok True" in proc.stdout and "completed 3000" in proc.stdout
+    assert proc.stderr.count("telemetry degraded") == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "File too large" in proc.stdout  # the reason, in summary()["degraded"]
+    assert str(path) in proc.stdout
+    assert path.stat().st_size <= 64 * 1024
+    events = read_events(path)  # what was written stays readable (the cut line skipped)
+    assert events[0].event == "session" and len(events) > 100

@@ -21,6 +21,7 @@ except ModuleNotFoundError as exc:  # the AI backend's one dependency
 from ..errors import BackendError, ConfigurationError, UnknownOptionError, shown
 from ..protocol import Work
 from ..spec import GENERATION_OPTIONS, TaskOptions
+from .redact import public_url
 
 __all__ = [
     "PASS_THROUGH",
@@ -273,7 +274,7 @@ def parse_answers(
     resp: httpx.Response, endpoint: str, sent: Sequence[Work], server: str
 ) -> tuple[dict[str, Any], Any]:
     """key -> (text, finish_reason) or an exception, and the body's ``usage``."""
-    url = str(resp.request.url)
+    url = public_url(resp.request.url)
     try:
         data = resp.json()
         choices = data["choices"]
@@ -360,7 +361,9 @@ async def read_stream(
         if event is STREAM_END:
             break
         if "error" in event:
-            raise StreamCut(f"{resp.request.url} reported {excerpt(str(event['error']))}")
+            raise StreamCut(
+                f"{public_url(resp.request.url)} reported {excerpt(str(event['error']))}"
+            )
         choices, usage = event.get("choices") or (), event.get("usage")
         if usage and not choices:
             yield -1, "", InferenceUsage.of(usage, n, True, None)
@@ -375,7 +378,9 @@ async def read_stream(
                 yield index, "".join(parts[index]), InferenceUsage.of(own, n, own is None, reason)
     if unfinished:
         numbers = ", ".join(f"#{i}" for i in sorted(unfinished))
-        raise StreamCut(f"{resp.request.url} ended its answer before prompt(s) {numbers} finished")
+        raise StreamCut(
+            f"{public_url(resp.request.url)} ended its answer before prompt(s) {numbers} finished"
+        )
 
 
 def _text_of(choice: dict[str, Any], endpoint: str) -> str | None:
@@ -414,8 +419,9 @@ def excerpt(text: str) -> str:
 def status_error(
     resp: httpx.Response, server: str, attempts: int, hint: str = ""
 ) -> InferenceServerError:
+    where = public_url(resp.request.url)
     return InferenceServerError(
-        f"{resp.request.url} answered HTTP {resp.status_code} {resp.reason_phrase} after "
+        f"{where} answered HTTP {resp.status_code} {resp.reason_phrase} after "
         f"{attempts} attempt(s): {excerpt(resp.text)}{hint}",
         server=server,
         status=resp.status_code,

@@ -17,20 +17,21 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import BackendError, ConfigurationError, missing_dependency
-from ..protocol import Backend, BackendContext, Capabilities, Coarsening, Command, Remote, Work
-from ..spec import Node, call
-from .dask_chunks import pick
+from ..protocol import Backend, BackendContext, Capabilities, Coarsening, Remote, Work
+from ..spec import Node
+from .dask_batch import Batch, Call, call_node, explain, run_command, worker_died
+from .dask_data import has_large_values, scatter_large_values, split_unpicklable, without
+from .dask_faults import connection_lost, lost_error, reconnected, value_error
 from .dask_groups import Groups, Sent
 from .dask_guard import check_main_guard
 from .dask_refs import fetch_refs, wire
-from .helpers import run_command_sync
+from .dask_security import embedded_cluster_options
 
 __all__ = ["DaskExecutionBackend"]
 
@@ -40,118 +41,6 @@ log = logging.getLogger("asyncflow_graph")
 CANCEL_CONFIRM_TIMEOUT = 10.0
 # Scheduler task states in which a task may still run, or start its dependents.
 _IN_FLIGHT = frozenset({"waiting", "queued", "no-worker", "processing"})
-
-
-class _Call:
-    """What a worker needs to run one node: shipped inside the Dask task as an
-    opaque object, so Dask never mistakes user arguments for graph keys."""
-
-    __slots__ = ("call", "consts", "names", "picks")
-
-    def __init__(
-        self, node: Node, names: list[str], consts: dict[str, Any], picks: list[int]
-    ) -> None:
-        self.call = node.to_call()
-        self.names = names  # our keys of the values Dask passes in, in order
-        self.consts = consts  # inputs computed elsewhere, embedded in the graph
-        self.picks = picks  # per value: its element of a group's result, or -1
-
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.call, self.names, self.consts, self.picks)
-
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.call, self.names, self.consts, self.picks = state
-
-
-def _call_node(task: _Call, values: list[Any]) -> Any:
-    """Worker side: resolve the dependency values and run the function."""
-    known = dict(task.consts)
-    for name, value, index in zip(task.names, values, task.picks, strict=True):
-        known[name] = pick(value, index)
-    result = call(task.call, known)
-    if inspect.iscoroutine(result):  # an async def task: workers run it in a fresh loop
-        result = asyncio.run(result)
-    return result
-
-
-def _run_command(cmd: Command) -> str:
-    return run_command_sync(cmd, stop=_cancelled_on_this_worker())
-
-
-def _cancelled_on_this_worker() -> Callable[[], bool] | None:
-    """Worker side: whether the Dask task running now has been cancelled (Dask does
-    not stop a running task's thread; its command's process group is killed)."""
-    try:
-        from distributed import get_worker
-        from distributed.utils import thread_state  # type: ignore[attr-defined]
-
-        worker, key = get_worker(), thread_state.key
-    except Exception:  # not on a Dask worker (a local scheduler): nothing to ask
-        return None
-
-    def cancelled() -> bool:
-        task = worker.state.tasks.get(key)
-        return task is None or task.state in ("cancelled", "released", "forgotten")
-
-    return cancelled
-
-
-class _Batch:
-    """Nodes sent as one Dask graph, with the inputs they take from outside it."""
-
-    __slots__ = ("commands", "deaths", "groups", "inputs", "nodes")
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, Node] = {}  # topological
-        self.inputs: dict[str, Any] = {}
-        self.commands: dict[str, Command] = {}
-        self.groups: list[tuple[str, ...]] = []  # keys run as one Dask task (coarsen pass)
-        self.deaths: dict[str, int] = {}  # key -> its workers that died, so far
-
-    def add_work(self, work: Work) -> None:
-        command = work.payload if isinstance(work.payload, Command) else None
-        for node in work.nodes:
-            self.add(node, work.inputs, command)
-        start = 0
-        for size in work.unit.groups:
-            if size > 1:
-                self.groups.append(work.unit.keys[start : start + size])
-            start += size
-
-    def add(self, node: Node, inputs: Mapping[str, Any], command: Command | None) -> None:
-        self.nodes[node.key] = node
-        self.inputs.update(inputs)
-        if command is not None:
-            self.commands[node.key] = command
-
-    def rerun(self, lost: list[str], done: Mapping[str, Any], backend: str) -> _Batch:
-        """``lost`` keys and their dependents in this batch, fed by what finished."""
-        again = _Batch()
-        dead = set(lost)
-        for key, node in self.nodes.items():
-            if key in dead or any(d in dead for d in node.deps):
-                dead.add(key)
-                again.add(node, {}, self.commands.get(key))
-        again.inputs = dict(self.inputs)
-        again.inputs.update(done)
-        again.deaths = self.deaths
-        return again
-
-
-def _worker_died(exc: BaseException) -> bool:
-    return type(exc).__name__ == "KilledWorker"
-
-
-def _explain(exc: BaseException, node: Node) -> BaseException:
-    if not _worker_died(exc):
-        return exc
-    err = BackendError(
-        f"task {node.name!r} [{node.key}] was lost: the Dask workers running it died "
-        f"({exc}). Give the task retries= to resubmit it, and check the workers' memory "
-        f"limits and logs"
-    )
-    err.__cause__ = exc
-    return err
 
 
 async def _as_completed(client: Any, futures: list[Any]) -> AsyncIterator[Any]:
@@ -169,7 +58,12 @@ class DaskExecutionBackend(Backend):
     is started (and closed at shutdown). ``address=`` or ``scheduler_file=`` connect
     to a running scheduler (``dask scheduler`` on an HPC machine, dask-mpi);
     ``client=`` or ``cluster=`` (e.g. a dask-jobqueue ``SLURMCluster``) use the
-    user's object, which is never closed here."""
+    user's object, which is never closed here.
+
+    ``security=``: the embedded cluster speaks TLS under temporary credentials and
+    refuses every other client (``security=False`` turns that off); for
+    ``address=``/``scheduler_file=``, the ``distributed.security.Security`` that
+    the running scheduler requires (see :mod:`.dask_security`)."""
 
     capabilities = Capabilities(
         needs_pickle=True, remote=True, graph_units=True, handles_retries=True
@@ -186,6 +80,7 @@ class DaskExecutionBackend(Backend):
         connect_timeout: float = 20.0,
         coarsen: bool = True,
         chunk_seconds: float = 0.1,
+        security: Any = None,
         **local_cluster_kwargs: Any,
     ) -> None:
         super().__init__(name)
@@ -214,6 +109,8 @@ class DaskExecutionBackend(Backend):
         self._scheduler_file = scheduler_file
         self._user_cluster = cluster
         self._connect_timeout = connect_timeout
+        #: the embedded cluster's (TLS, temporary credentials) unless given: see dask_security
+        self._security = security
         self._cluster_kwargs = local_cluster_kwargs
         self._client: Any = None
         self._own_client = False
@@ -225,6 +122,7 @@ class DaskExecutionBackend(Backend):
         self._closed = False
         self._tag = ""
         self._groups = Groups(name, coarsen, chunk_seconds)
+        self._seen = ""  # the scheduler's address, for errors once it is gone
 
     @property
     def client(self) -> Any:
@@ -258,8 +156,9 @@ class DaskExecutionBackend(Backend):
                 f"{type(exc).__name__}: {exc}. Check that the scheduler is running and "
                 f"reachable (dask scheduler --scheduler-file ...; dask worker ...)"
             ) from exc
+        self._seen = str(self._client.scheduler.address)
         self._groups.attach(self._client, context.reporter)
-        log.info("dask backend %r connected to %s", self.name, self._client.scheduler.address)
+        log.info("dask backend %r connected to %s", self.name, self._seen)
 
     def coarsening(self) -> Coarsening | None:
         """Grouping hints for the compiler (``coarsen=False``: none): the cluster's
@@ -286,22 +185,29 @@ class DaskExecutionBackend(Backend):
             # A synchronous client runs its own loop thread: talk to its scheduler
             # with our own asynchronous client on the engine's loop instead.
             address = self._user_client.scheduler.address
+            self._security = self._security or getattr(self._user_client, "security", None)
         elif self._user_cluster is not None:
             address = self._user_cluster.scheduler_address
+            self._security = self._security or getattr(self._user_cluster, "security", None)
         elif self._address is not None or self._scheduler_file is not None:
             address = self._address
         else:
-            kwargs = {"dashboard_address": None, **self._cluster_kwargs}
+            given = dict(self._cluster_kwargs)
+            if self._security is not None:
+                given["security"] = self._security
+            kwargs = embedded_cluster_options(distributed, given)
             if kwargs.get("processes", True):
                 check_main_guard(self.name)
             self._own_cluster = await distributed.LocalCluster(asynchronous=True, **kwargs)
             address = self._own_cluster.scheduler_address
+            self._security = self._own_cluster.security
         self._own_client = True
+        secure = {"security": self._security} if self._security not in (None, False) else {}
         if address is None:
             return await Client(
-                scheduler_file=self._scheduler_file, asynchronous=True, timeout=timeout
+                scheduler_file=self._scheduler_file, asynchronous=True, timeout=timeout, **secure
             )
-        return await Client(address, asynchronous=True, timeout=timeout)
+        return await Client(address, asynchronous=True, timeout=timeout, **secure)
 
     # -- running ------------------------------------------------------------------------
 
@@ -312,12 +218,33 @@ class DaskExecutionBackend(Backend):
         return f"{node.name}-{kind}{node.key}-{self._tag}{suffix}"
 
     def submit(self, works: Sequence[Work]) -> None:
-        batch = _Batch()
+        batch = Batch()
         for w in works:
             batch.add_work(w)
+        if has_large_values(batch.nodes, batch.inputs):
+            self._track(self._scatter_then_send(batch))
+            return
         self._send(batch, 0)
 
-    def _send(self, batch: _Batch, attempt: int) -> None:
+    def _track(self, coro: Any) -> None:
+        watcher = asyncio.ensure_future(coro)
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _scatter_then_send(self, batch: Batch) -> None:
+        """Large values go to the cluster first, off the loop (see dask_data)."""
+        try:
+            await scatter_large_values(self.client, batch.nodes, batch.inputs, self.name)
+        except Exception as exc:
+            report = self.context.reporter
+            for key in batch.nodes:
+                report.failed(
+                    key, BackendError(f"Dask backend {self.name!r} could not scatter: {exc!r}")
+                )
+            return
+        self._send(batch, 0)
+
+    def _send(self, batch: Batch, attempt: int) -> None:
         """One Dask graph, one ``update-graph`` message, for everything in ``batch``."""
         nodes = batch.nodes
         sent = self._groups.layout(
@@ -336,47 +263,80 @@ class DaskExecutionBackend(Backend):
             dk = local[key][0]
             command = batch.commands.get(key)
             if command is not None:
-                dsk[dk] = (_run_command, command)
+                dsk[dk] = (run_command, command)
             else:
                 dsk[dk] = self._task(node, batch.inputs, local)
             if node.options.retries:
                 retries[dk] = node.options.retries
             if node.options.resources:
                 resources[dk] = dict(node.options.resources)
-        if sent:
-            dsk.update(self._groups.tasks(sent, nodes, batch.inputs, local, resources))
-        futures = self.client.get(
-            dsk,
-            list(dsk),
-            sync=False,
-            # Per-key annotations: Dask calls a callable annotation with each key.
-            retries=defaultdict(int, retries).__getitem__ if retries else None,
-            resources=defaultdict(dict, resources).__getitem__ if resources else None,
-        )
         ours = {dk: k for k, (dk, i) in local.items() if i < 0}
+        try:
+            if sent:
+                dsk.update(self._groups.tasks(sent, nodes, batch.inputs, local, resources))
+            futures = self.client.get(
+                dsk,
+                list(dsk),
+                sync=False,
+                # Per-key annotations: Dask calls a callable annotation with each key.
+                retries=defaultdict(int, retries).__getitem__ if retries else None,
+                resources=defaultdict(dict, resources).__getitem__ if resources else None,
+            )
+        except Exception as exc:  # the graph as a whole could not be sent
+            if batch.groups:  # again without groups: each task on its own tells its fault
+                self._send(batch.only(list(nodes)), attempt)
+            else:
+                self._send_apart(batch, attempt, dsk, ours, exc)
+            return
         if sent:
             self._groups.bind(sent, futures)
         for fut in futures:
             if fut.key in ours:
                 self._futures[ours[fut.key]] = fut
-        watcher = asyncio.ensure_future(self._watch(batch, futures, ours, attempt, sent))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+        self._track(self._watch(batch, futures, ours, attempt, sent))
+
+    def _send_apart(
+        self,
+        batch: Batch,
+        attempt: int,
+        dsk: Mapping[str, Any],
+        ours: Mapping[str, str],
+        exc: BaseException,
+    ) -> None:
+        """A batch that could not be sent: the tasks that cannot be pickled fail
+        (each naming its argument), the rest go again without them; if none is to
+        blame, every task fails. Never a task left without an ending."""
+        where = f"the Dask cluster of backend {self.name!r}"
+        bad = split_unpicklable(dsk, batch.nodes, ours, where)
+        if not bad:
+            err = BackendError(f"Dask backend {self.name!r} could not submit: {exc!r}")
+            bad = dict.fromkeys(batch.nodes, err)
+        # Reported on the next loop turn: submit must not re-enter the executor.
+        self.context.loop.call_soon(self._fail_all, bad)
+        rest = without(batch.nodes, set(bad))
+        if rest:
+            self._send(batch.only(rest), attempt)
+
+    def _fail_all(self, errors: Mapping[str, BaseException]) -> None:
+        report = self.context.reporter
+        for key, err in errors.items():
+            report.failed(key, err)
 
     def _task(
         self, node: Node, inputs: Mapping[str, Any], local: Mapping[str, tuple[str, int]]
     ) -> tuple[Any, ...]:
         names, refs, picks, consts = wire(node.deps, inputs, local, self.name)
-        return (_call_node, _Call(node, names, consts, picks), refs)
+        return (call_node, Call(node, names, consts, picks), refs)
 
     async def _watch(
-        self, batch: _Batch, futures: list[Any], ours: Mapping[str, str], attempt: int, sent: Sent
+        self, batch: Batch, futures: list[Any], ours: Mapping[str, str], attempt: int, sent: Sent
     ) -> None:
         report = self.context.reporter
         done: dict[str, Any] = {}  # our key -> its Remote value
         failed: set[str] = set()  # keys reported failed
         lost: list[str] = []  # keys whose workers died: resubmitted below
         later: list[Any] = []  # failed single tasks fed by a group whose status is not in
+        gone: list[str] = []  # keys lost with the scheduler: resubmitted once it is back
         try:
             async for fut in _as_completed(self.client, futures):
                 if fut.key in sent.by_key:
@@ -394,10 +354,13 @@ class DaskExecutionBackend(Backend):
                     else:
                         await self._failed(batch, key, fut, done, failed, lost)
                 elif fut.status == "cancelled" and self._futures.pop(key, None) is not None:
-                    report.cancelled(key, "cancelled on the Dask cluster")
+                    self._cancelled(batch, key, fut, done, attempt, gone)
             for fut in later:
                 await self._failed(batch, ours[fut.key], fut, done, failed, lost)
-            lost += self._groups.settle(sent, batch.nodes, done, failed, batch.deaths, _explain)
+            lost += self._groups.settle(sent, batch.nodes, done, failed, batch.deaths, explain)
+            if lost and self.client.status != "running":  # groups lost with the scheduler
+                gone += lost
+                lost = []
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a task without an ending
@@ -408,18 +371,64 @@ class DaskExecutionBackend(Backend):
                     report.failed(key, BackendError(message))
             self._groups.fail_open(sent, report, lambda: BackendError(message))
             return
+        await self._resubmit(batch, done, lost, gone, attempt + 1)
+
+    def _cancelled(
+        self,
+        batch: Batch,
+        key: str,
+        fut: Any,
+        done: Mapping[str, Any],
+        attempt: int,
+        gone: list[str],
+    ) -> None:
+        """A Dask future cancelled: by a cancel, or because the scheduler was lost."""
+        node = batch.nodes[key]
+        if not connection_lost(fut):
+            self.context.reporter.cancelled(key, "cancelled on the Dask cluster")
+        elif any(d in batch.nodes and d not in done for d in node.deps):
+            return  # its lost dependency speaks for it
+        elif attempt < node.options.retries:
+            gone.append(key)
+        else:
+            self.context.reporter.failed(key, lost_error(node, self._seen, self.name))
+
+    async def _resubmit(
+        self, batch: Batch, done: Mapping[str, Any], lost: list[str], gone: list[str], attempt: int
+    ) -> None:
+        """Send again what died with a worker (now) or with the scheduler (once the
+        client is connected again)."""
         if lost:
             log.warning("dask backend %r: resubmitting %s after a worker died", self.name, lost)
             try:
-                self._send(batch.rerun(lost, done, self.name), attempt + 1)
+                self._send(batch.rerun(lost, done, self.name), attempt)
             except Exception as exc:  # never leave a task without an ending
                 log.exception("dask backend %r could not resubmit %d tasks", self.name, len(lost))
                 for key in lost:
-                    report.failed(key, BackendError(f"Dask backend {self.name!r}: {exc!r}"))
+                    self.context.reporter.failed(
+                        key, BackendError(f"Dask backend {self.name!r}: {exc!r}")
+                    )
+        if gone:
+            await self._after_reconnect(batch.rerun(gone, done, self.name), attempt)
+
+    async def _after_reconnect(self, batch: Batch, attempt: int) -> None:
+        log.warning(
+            "dask backend %r: lost the scheduler at %s; %d task(s) wait for it to come back",
+            self.name,
+            self._seen,
+            len(batch.nodes),
+        )
+        if await reconnected(self.client, self._connect_timeout):
+            self._send(batch, attempt)
+            return
+        report = self.context.reporter
+        for key, node in batch.nodes.items():
+            if not any(d in batch.nodes for d in node.deps):
+                report.failed(key, lost_error(node, self._seen, self.name, retried=True))
 
     async def _failed(
         self,
-        batch: _Batch,
+        batch: Batch,
         key: str,
         fut: Any,
         done: Mapping[str, Any],
@@ -433,12 +442,12 @@ class DaskExecutionBackend(Backend):
             return
         exc = await fut.exception()
         deaths = batch.deaths.get(key, 0)
-        if _worker_died(exc) and deaths < node.options.retries:
+        if worker_died(exc) and deaths < node.options.retries:
             batch.deaths[key] = deaths + 1
             lost.append(key)
         else:
             failed.add(key)
-            self.context.reporter.failed(key, _explain(exc, node))
+            self.context.reporter.failed(key, explain(exc, node))
 
     async def cancel(self, work: Work) -> None:
         """Returns once the scheduler has let go of the keys, so nothing that depended
@@ -489,13 +498,19 @@ class DaskExecutionBackend(Backend):
             pause = min(pause * 2, 0.1)
 
     async def fetch(self, ref: Any) -> Any:
-        ((ok, value),) = await fetch_refs(self.client, [ref])
+        ((ok, value),) = await self.fetch_many([ref])
         if not ok:
             raise value
         return value
 
     async def fetch_many(self, refs: Sequence[Any]) -> list[tuple[bool, Any]]:
-        return await fetch_refs(self.client, refs)
+        got = await fetch_refs(self.client, refs)
+        # a value cancelled or lost with the scheduler fails the handle, not its awaiter
+        seen, name = self._seen, self.name
+        return [
+            (ok, v if ok else value_error(v, ref, seen, name))
+            for ref, (ok, v) in zip(refs, got, strict=True)
+        ]
 
     async def close(self) -> None:
         if self._closed:

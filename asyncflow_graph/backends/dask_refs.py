@@ -8,6 +8,7 @@ and, per task, an :class:`Element` of it, reported as ``Remote(backend, Element)
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -141,14 +142,25 @@ async def _gather(client: Any, futures: Mapping[str, Any]) -> dict[str, tuple[bo
     try:
         values = await client.gather([futures[n] for n in names])
         return {n: (True, v) for n, v in zip(names, values, strict=True)}
-    except Exception:  # one failed: ask one by one, to tell which
-        out: dict[str, tuple[bool, Any]] = {}
-        for n in names:
-            try:
-                out[n] = (True, await futures[n].result())
-            except Exception as exc:
-                out[n] = (False, exc)
-        return out
+    except (Exception, asyncio.CancelledError):  # one failed or was lost: ask one by one
+        if _cancelling():
+            raise
+    out: dict[str, tuple[bool, Any]] = {}
+    for n in names:
+        try:
+            out[n] = (True, await futures[n].result())
+        except (Exception, asyncio.CancelledError) as exc:
+            if _cancelling():
+                raise
+            out[n] = (False, exc)  # a cancelled value is that value's failure
+    return out
+
+
+def _cancelling() -> bool:
+    """Whether the task running this is being cancelled (its own cancellation,
+    as opposed to a Dask future cancelled on the cluster)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def wire(

@@ -22,16 +22,15 @@ import inspect
 import types
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from ..coro import resume
-from ..errors import BackendError
 from ..protocol import Backend, BackendContext, Capabilities, Command, Outcome, Work
 from ..spec import call
 from .asyncflow_api import AsyncFlowBackendAPI, mark_attached
-from .helpers import calls_of, run_chain, run_command, run_pickled_chain
+from .helpers import run_command
 from .local_tasks import TaskDictRunner
+from .pools import make_pool
 from .stops import Stops
 
 __all__ = ["LocalExecutionBackend"]
@@ -52,10 +51,10 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             )
         super().__init__(name)
         self._owns_executor = executor is None
-        self._executor: Executor = executor or ThreadPoolExecutor(
-            thread_name_prefix=f"asyncflow-{name}"
+        self._pool = make_pool(
+            executor or ThreadPoolExecutor(thread_name_prefix=f"asyncflow-{name}"), name
         )
-        self._processes = isinstance(self._executor, ProcessPoolExecutor)
+        self._processes = isinstance(self._pool.executor, ProcessPoolExecutor)
         self._inline = inline_async and not self._processes
         self.capabilities = Capabilities(
             needs_pickle=self._processes, backend_type=type(self).__name__
@@ -80,7 +79,7 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
 
     @property
     def executor(self) -> Executor:
-        return self._executor
+        return self._pool.executor  # a process pool is replaced after a worker died
 
     @property
     def runs_inline(self) -> bool:
@@ -187,36 +186,16 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
 
     async def _run_pooled(self, work: Work) -> None:
         report = self.context.reporter
-        loop = self.context.loop
-        calls = calls_of(work)
-        inputs = dict(work.inputs)
-        stopped = self._stops.open(work.key)  # asked before each call, the first too
         report.running(work.key)  # handed to the pool (a thread may still be busy)
+        # asked before each call, the first too (threads: a set; processes: flag files)
+        stopped = self._stops.open(work.key)
         try:
-            if self._processes:
-                import cloudpickle
-
-                payload = cloudpickle.dumps((calls, inputs, self._stops.flags()))
-                blob = await loop.run_in_executor(self._executor, run_pickled_chain, payload)
-                outcomes = cloudpickle.loads(blob)
-            else:
-                outcomes = await loop.run_in_executor(
-                    self._executor, run_chain, calls, inputs, stopped
-                )
+            flags = self._stops.flags() if self._processes else stopped
+            outcomes = await self._pool.run(work, flags)
         except asyncio.CancelledError:
             report.cancelled(work.key)
             raise
-        except BrokenProcessPool as exc:
-            report.failed(
-                work.key,
-                BackendError(
-                    f"a worker process of backend {self.name!r} died while running "
-                    f"{work.nodes[0].name!r} ({exc}); the pool is rebuilt for later tasks"
-                ),
-            )
-            self._rebuild_pool()
-            return
-        except Exception as exc:  # e.g. pickling the call failed
+        except Exception as exc:  # a dead worker, an unpicklable call
             report.failed(work.key, exc)
             return
         finally:
@@ -245,13 +224,6 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         # a retry of the same key, whose Task cancel() and close() must still find.
         if self._tasks.get(key) is asyncio.current_task():
             del self._tasks[key]
-
-    def _rebuild_pool(self) -> None:
-        if self._owns_executor or isinstance(self._executor, ProcessPoolExecutor):
-            old = self._executor
-            workers = getattr(old, "_max_workers", None)
-            self._executor = ProcessPoolExecutor(max_workers=workers)
-            old.shutdown(wait=False, cancel_futures=True)
 
     # -- cancel / close -----------------------------------------------------------------
 
@@ -289,6 +261,6 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=10)
-        # Never block the loop on running threads: the pool drains in a helper thread.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        # Never blocks the loop, nor waits long for threads that cannot be stopped.
+        await self._pool.close()
         self._stops.close()

@@ -69,6 +69,7 @@ from ._openai_wire import (
     status_error,
     v1_url,
 )
+from .redact import Credentials, Redactor
 
 __all__ = [
     "PASS_THROUGH",
@@ -149,7 +150,13 @@ class OpenAIInferenceBackend(Backend):
             connect_timeout=connect_timeout,
         )
         super().__init__(name)
-        self.base_url = v1_url(base_url)
+        # Credentials in the URL go to httpx as auth and parameters, never into
+        # base_url, which every message and log line shows.
+        creds = Credentials(base_url) if isinstance(base_url, str) else None
+        self.base_url = v1_url(creds.url if creds is not None else base_url)
+        self._auth = creds.auth if creds is not None else None
+        self._params: list[tuple[str, Any]] = creds.params if creds is not None else []
+        self._redactor = Redactor([*(creds.secrets if creds else ()), api_key])
         self.model = model
         self.endpoint = endpoint
         self.max_batch = 1 if endpoint == "chat" else max_batch
@@ -191,8 +198,12 @@ class OpenAIInferenceBackend(Backend):
 
     async def start(self, context: BackendContext) -> None:
         """Open the client and check the server answers (fast, never hangs)."""
+        if self._redactor:
+            self._redactor.install()  # httpx logs request URLs, parameters included
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
+            auth=self._auth,
+            params=self._params or None,
             headers=self._headers,
             timeout=httpx.Timeout(None, connect=self.connect_timeout),
             limits=httpx.Limits(max_connections=self.max_concurrency),
@@ -202,10 +213,11 @@ class OpenAIInferenceBackend(Backend):
             self.model = await probe(
                 self._client, self.base_url, self.model, self.connect_timeout * 2
             )
-        except BaseException:
+        except BaseException as exc:
             await self._client.aclose()
             self._client = None
-            raise
+            self._redactor.uninstall()
+            raise self._redactor.exception(exc) from exc.__cause__
         await super().start(context)
 
     # -- submission ---------------------------------------------------------------------
@@ -321,6 +333,7 @@ class OpenAIInferenceBackend(Backend):
             await asyncio.wait(tasks, timeout=10)
         if self._client is not None:
             await self._client.aclose()
+        self._redactor.uninstall()
 
     # -- one request --------------------------------------------------------------------
 
@@ -329,6 +342,7 @@ class OpenAIInferenceBackend(Backend):
             await self._send(req)
         except Exception as exc:
             self.stats.failed_requests += 1
+            self._redactor.exception(exc)
             report = self.context.reporter
             for key in list(req.live):
                 del req.live[key]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .looptasks import LoopTasks
     from .state import RunState
 
-__all__ = ["BuildHost", "Builders", "make_command", "make_payload"]
+__all__ = ["BuildHost", "Builders", "make_command", "make_payload", "split_command"]
 
 
 class BuildHost(Protocol):
@@ -81,7 +82,8 @@ class Builders:
         if not executor.state.is_open(node.key):
             return
         try:
-            payload = make_payload(node, out, executor.work_dir)
+            upstream = [work.inputs[d] for d in node.deps if d in work.inputs]
+            payload = make_payload(node, out, executor.work_dir, upstream)
         except Exception as exc:
             executor.failed(node.key, exc)
             return
@@ -89,19 +91,22 @@ class Builders:
         executor.submit(work.unit.backend, [Work(work.unit, work.nodes, work.inputs, payload)])
 
 
-def make_payload(node: Node, out: Any, work_dir: Path) -> Command | str:
+def make_payload(
+    node: Node, out: Any, work_dir: Path, upstream: Sequence[Any] = ()
+) -> Command | str:
     if node.kind is TaskKind.PROMPT:
         if not isinstance(out, str) or not out.strip():
             raise TaskBuildError(
                 f"prompt task {node.name!r} must return a non-empty string prompt, got {shown(out)}"
             )
         return out
-    return make_command(node, out, work_dir)
+    return make_command(node, out, work_dir, upstream)
 
 
-def make_command(node: Node, out: Any, work_dir: Path) -> Command:
+def make_command(node: Node, out: Any, work_dir: Path, upstream: Sequence[Any] = ()) -> Command:
     """A command string runs through the shell unless ``shell=False`` was asked
-    for (then it is ``shlex.split``); an argv list never goes through a shell."""
+    for (then it is split as a shell would, :func:`split_command`, each upstream
+    value staying one argument); an argv list never goes through a shell."""
     desc = node.options.task_description
     if isinstance(out, str):
         if not out.strip():
@@ -112,7 +117,7 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
         if desc.get("shell", True):
             argv, shell = None, out
         else:
-            argv, shell = tuple(shlex.split(out)), None
+            argv, shell = split_command(out, upstream), None
     elif (
         isinstance(out, list | tuple) and out and all(isinstance(a, str | os.PathLike) for a in out)
     ):
@@ -135,3 +140,34 @@ def make_command(node: Node, out: Any, work_dir: Path) -> Command:
     return Command(
         argv, shell, None if cwd is None else os.fspath(cwd), env, stdout_path, stderr_path
     )
+
+
+#: characters that make ``shlex.split`` cut or change a value
+_SPLITS = frozenset(" \t\n\r\x0b\x0c'\"\\")
+
+
+def split_command(command: str, upstream: Sequence[Any] = ()) -> tuple[str, ...]:
+    """``command`` split into arguments as a POSIX shell would, except that every
+    upstream value substituted into it stays one argument (or part of one), never
+    split at its spaces or changed by its quotes: a file name with a space is one
+    file, not two. Quote a value yourself only where the shell would need it."""
+    values = sorted(
+        {str(os.fspath(v)) for v in upstream if isinstance(v, str | os.PathLike)},
+        key=len,
+        reverse=True,  # the longest first: a value inside a longer one stays in it
+    )
+    protected = [v for v in values if v and _SPLITS.intersection(v) and v in command]
+    if not protected:
+        return tuple(shlex.split(command))
+    marks: dict[str, str] = {}
+    for i, value in enumerate(protected):
+        mark = f"\x00{i}\x00"  # no NUL can be in a command line: the marks are unique
+        marks[mark] = value
+        command = command.replace(value, mark)
+    return tuple(_unmark(arg, marks) for arg in shlex.split(command))
+
+
+def _unmark(arg: str, marks: dict[str, str]) -> str:
+    for mark, value in marks.items():
+        arg = arg.replace(mark, value)
+    return arg

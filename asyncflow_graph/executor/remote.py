@@ -162,6 +162,7 @@ class RemoteValues:
             if done.cancelled():
                 asyncio.Future.cancel(handle, "fetching the result was cancelled")
             elif (exc := done.exception()) is not None:
+                handle.state = TaskState.FAILED  # type: ignore[attr-defined]  # await raises
                 handle.set_exception(
                     BackendError(f"could not fetch the result of task {key!r}: {exc!r}")
                 )

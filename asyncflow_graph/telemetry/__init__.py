@@ -131,7 +131,7 @@ async def start_telemetry(
         from .checkpoint import CheckpointWriter, checkpoint_file
 
         path = checkpoint_file(checkpoint_path, engine.uid, manager.started_at)
-        writer = CheckpointWriter(path, queue)
+        writer = CheckpointWriter(path, queue, on_error=manager.degrade)
         manager.subscribe(writer)
         manager.checkpoint_file = str(path)
         manager.add_final(partial(_close_checkpoint, manager, writer))

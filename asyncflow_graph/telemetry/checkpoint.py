@@ -15,7 +15,10 @@ The file is ``<checkpoint_path>/<session id>.<unix time>.telemetry.jsonl`` (or t
   value per instrument, ``task_duration_seconds_count``/``_sum`` for the histogram).
 
 So AsyncFlow's own plotting scripts read it unchanged, and ``timeline`` reads it too.
-Events are written once per loop turn (one ``write`` for the turn's events).
+Events are written once per loop turn (one ``write`` for the turn's events). A
+write that fails (a full disk, a file size limit) stops the file, never the run:
+one warning, the session is marked degraded (``summary()["degraded"]``), later
+lines are dropped.
 :func:`define_event` and :func:`make_event` make events of your own, as RHAPSODY's do.
 """
 
@@ -23,10 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from .manager import TelemetryEvent
 
 __all__ = ["CheckpointWriter", "SpanQueue", "checkpoint_file", "define_event", "make_event"]
+
+log = logging.getLogger("asyncflow_graph.telemetry")
 
 SUFFIX = ".telemetry.jsonl"
 #: optional fields of our event type, left out of a line when they are not set
@@ -61,8 +69,17 @@ class SpanQueue(SpanProcessor):
 class CheckpointWriter:
     """A telemetry subscriber writing the checkpoint file (see the module doc)."""
 
-    def __init__(self, path: Path, spans: SpanQueue | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        spans: SpanQueue | None = None,
+        *,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
+        #: why the file stopped before its end (None while every line was written)
+        self.degraded: str | None = None
+        self._on_error = on_error
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
         self._lines: list[str] = []
@@ -86,9 +103,24 @@ class CheckpointWriter:
             spans = self._spans.spans
             self._lines.extend(json.dumps(span_line(spans.popleft())) for _ in range(len(spans)))
         if self._lines and not self._file.closed:
-            self._file.write("\n".join(self._lines) + "\n")
-            self._file.flush()
+            try:
+                self._file.write("\n".join(self._lines) + "\n")
+                self._file.flush()
+            except OSError as exc:
+                self._fail(exc)
         self._lines = []
+
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing, once: the run goes on without its checkpoint."""
+        self.degraded = f"telemetry checkpoint {self.path} stopped: {type(exc).__name__}: {exc}"
+        log.warning(
+            "telemetry degraded: %s; the run goes on, later events are not written",
+            self.degraded,
+        )
+        with suppress(OSError):  # closing retries the write that just failed
+            self._file.close()
+        if self._on_error is not None:
+            self._on_error(self.degraded)
 
     def write_metrics(self, metrics: Any) -> None:
         snapshot: dict[str, Any] = {"checkpoint_time": time.time()}
@@ -108,7 +140,8 @@ class CheckpointWriter:
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        with suppress(OSError):
+            self._file.close()
 
 
 def event_line(event: Any) -> dict[str, Any]:

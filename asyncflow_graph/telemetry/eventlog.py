@@ -13,6 +13,11 @@ torn last line. Lines (``t`` is wall-clock seconds):
   cache is submitted with ``"cached": true`` and never runs)
 * ``failed`` adds ``"error_type", "error"``; ``cancelled`` adds ``"message"``
 * ``{"event": "closed", "t"}`` when the log is closed.
+
+A write that fails (a full disk, a file size limit, a vanished file system) stops
+the log, never the run: one warning names the file and the error, the log is
+marked :attr:`EventLog.degraded` (``summary()`` of a telemetry session shows it),
+and every later event is dropped. The lines written before stay readable.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -52,10 +57,19 @@ class EventLog(RunObserver):
     """A run observer writing the JSONL log (attach with ``engine.add_observer``
     or :func:`record_events`)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, engine: ObservedEngine | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        engine: ObservedEngine | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115 - closed by close()
+        #: why the log stopped before its end (None while every line was written)
+        self.degraded: str | None = None
+        self._on_error = on_error
         #: key -> (quoted key, the line's tail: backend, workflow id, partition)
         self._keys: dict[str, tuple[str, str]] = {}
         self._quoted: dict[str | None, str] = {}
@@ -68,7 +82,28 @@ class EventLog(RunObserver):
     def _write(self, text: str) -> None:
         if self._file.closed:
             return
-        self._file.write(text.encode())
+        data = memoryview(text.encode())
+        try:
+            while data:
+                # A short write (the disk filled up mid-line): the rest fails with
+                # the system's reason, or goes through.
+                written = self._file.write(data)
+                if not written:
+                    raise OSError("no byte could be written")
+                data = data[written:]
+        except OSError as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, why: str) -> None:
+        """Stop logging, once: the run goes on without its event log."""
+        self.degraded = f"event log {self.path} stopped: {why}"
+        log.warning(
+            "telemetry degraded: %s; the run goes on, later events are not logged", self.degraded
+        )
+        with suppress(OSError):  # unbuffered: closing has nothing left to flush
+            self._file.close()
+        if self._on_error is not None:
+            self._on_error(self.degraded)
 
     def _quote(self, text: str | None) -> str:
         q = self._quoted.get(text)

@@ -105,6 +105,8 @@ class TelemetryManager:
         self._started_at = time.time()
         self._stopped_at: float | None = None
         self._last_summary: dict[str, Any] | None = None
+        #: what telemetry could not do (e.g. its event log hit a full disk)
+        self.degraded: list[str] = []
         self.checkpoint_file: str | None = None
         self._started_events: StartedEvents | None = None
         self._stopping: asyncio.Future[None] | None = None
@@ -190,7 +192,12 @@ class TelemetryManager:
             "tasks": _counts(total),
             "duration": _durations(total),
             "backends": {name: _counts(s) for name, s in stats.items()},
+            "degraded": list(self.degraded),
         }
+
+    def degrade(self, reason: str) -> None:
+        """Record that part of telemetry stopped working (shown by ``summary()``)."""
+        self.degraded.append(reason)
 
     async def stop(self) -> None:
         """End the session: flush spans and metrics, close the event log and the
