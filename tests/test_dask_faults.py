@@ -39,8 +39,9 @@ async def test_a_killed_scheduler_fails_tasks_naming_its_address(tmp_path):
     cluster = DaskSubprocessCluster(tmp_path / "cluster", workers=(("w1", {}), ("w2", {})))
     try:
         await asyncio.to_thread(cluster.start)
+        # one Dask task per task (coarsen=False): each loses its own future
         backend = DaskExecutionBackend(
-            scheduler_file=str(cluster.scheduler_file), connect_timeout=2
+            scheduler_file=str(cluster.scheduler_file), connect_timeout=2, coarsen=False
         )
         flow = await WorkflowEngine.create(backend=backend, work_dir=tmp_path)
         kept = flow.function_task(_echo)("stays on the cluster")
