@@ -1,11 +1,7 @@
 """``WorkflowEngine``: the AsyncFlow-compatible face, a thin layer over the
-executor (which owns every piece of run state: the intake of new tasks, the run
-state, the futures) and the backends.
-
-Eager mode (AsyncFlow's): nodes added during one loop turn are compiled at the end
-of the turn and submitted. Lazy mode (Dask's): nodes wait in the graph until a
-handle is awaited; then exactly its ancestors are compiled and run. See
-:mod:`asyncflow_graph.executor.intake`.
+executor (which owns every piece of run state) and the backends. Eager mode
+(AsyncFlow's) compiles the nodes of a loop turn at its end; lazy mode (Dask's)
+compiles a handle's ancestors when it is awaited (:mod:`.executor.intake`).
 """
 
 from __future__ import annotations
@@ -318,6 +314,7 @@ class WorkflowEngine:
         try:
             await self._shutdown_run(skip_backends, wait)
         finally:
+            signals.unwatch(self)  # the loop's last engine gives the signals back
             await self._listeners.shut_down()
 
     async def _shutdown_run(self, skip_backends: bool, wait: bool) -> None:
@@ -326,14 +323,11 @@ class WorkflowEngine:
         if self._intake.dead:
             return  # _abort_start already closed everything that had started
         self._intake.close()
-        try:
-            if skip_backends:
-                self._executor.cancel_open("engine shutdown")
-                release_claims(self._executor, closed=False)
-                return
-            await self._executor.close(cancel=not wait)
-        finally:
-            signals.unwatch(self)  # the loop's last engine gives the signals back
+        if skip_backends:
+            self._executor.cancel_open("engine shutdown")
+            release_claims(self._executor, closed=False)
+            return
+        await self._executor.close(cancel=not wait)
 
     async def __aenter__(self) -> WorkflowEngine:
         await self._started
