@@ -361,6 +361,7 @@ class Drawing:
 
 def _write(source: str, filename: str, fmt: str) -> Drawing:
     data = render(source, fmt)
+    Path(filename).parent.mkdir(parents=True, exist_ok=True)  # "out/graph.svg" makes out/
     if data is None:
         # No Graphviz: keep the work (the DOT source) and say how to get pictures.
         dot_path = str(Path(filename).with_suffix(".dot"))

@@ -287,9 +287,9 @@ def svg_titles(svg: str) -> list[str]:
 @pytest.mark.parametrize(
     ("example", "drawn", "copy"),
     [
-        ("first_workflow.py", "graph.svg", "first_workflow.svg"),
-        ("compiler_visualize.py", "before.svg", "before_run.svg"),
-        ("compiler_visualize.py", "after.svg", "after_run.svg"),
+        ("first_workflow.py", "out/graph.svg", "first_workflow.svg"),
+        ("compiler_visualize.py", "out/before.svg", "before_run.svg"),
+        ("compiler_visualize.py", "out/after.svg", "after_run.svg"),
     ],
 )
 def test_pictures_match_the_examples(example: str, drawn: str, copy: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import re
 import shutil
 import time
@@ -120,6 +121,16 @@ async def test_handle_and_graph_visualize(mixed, tmp_path):
     assert cluster_labels(clusters) == ["ai", "default"]
     assert len(nodes) == 6
     assert ran["n"] == 0
+
+
+async def test_a_drawing_makes_its_folder(mixed, tmp_path):
+    """``visualize("out/graph.svg")`` makes ``out/`` (the examples' convention), with or
+    without Graphviz (then the DOT source lands there)."""
+    flow, _, _ = mixed
+    drawing = flow.graph.visualize(tmp_path / "out" / "deeper" / "graph.svg")
+    assert drawing.filename is not None and (tmp_path / "out" / "deeper").is_dir()
+    assert pathlib.Path(drawing.filename).parent == tmp_path / "out" / "deeper"
+    assert pathlib.Path(drawing.filename).is_file()
 
 
 @needs_dot

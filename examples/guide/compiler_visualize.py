@@ -31,10 +31,10 @@ async def main() -> None:
     print("tasks:", len(graph), "| merge depends on:", graph.dependencies(final.key))
     print(to_mermaid(flow.compile(final)), end="")
 
-    before = final.visualize("before.svg")  # Graphviz: partitions as clusters
+    before = final.visualize("out/before.svg")  # Graphviz: partitions as clusters
     print("before the run:", before.filename)
     await final
-    after = flow.visualize("after.svg")  # states (done, failed, cancelled) and durations
+    after = flow.visualize("out/after.svg")  # states (done, failed, cancelled) and durations
     print("after the run:", after.filename, "| DOT has fill colours:", "#b7e4c7" in after.source)
     await flow.shutdown()
 

@@ -26,7 +26,7 @@ if __name__ == "__main__":
     final = report(total(load("alpha")), total(load("beta")))  # nothing runs yet
 
     print(ag.compile(final).explain())  # the plan the compiler made
-    drawing = final.visualize("graph.svg")  # needs Graphviz's `dot`
+    drawing = final.visualize("out/graph.svg")  # needs Graphviz's `dot`
     print("drew", drawing.filename)
 
     print("result:", final.compute())  # runs the five tasks, returns the value

@@ -30,7 +30,7 @@ if __name__ == "__main__":
     total = add(inc(1), a, b)
     print("graph:", len(total.graph), "tasks")
 
-    total.visualize("total.svg")  # dask: total.visualize()
+    total.visualize("out/total.svg")  # dask: total.visualize()
     print("value:", total.compute())  # dask: total.compute()
     print("calls:", sorted(calls))  # expensive ran once
 

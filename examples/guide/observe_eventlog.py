@@ -3,6 +3,7 @@ progress bar (on a terminal a live rich display; elsewhere one line at the end).
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 
 from asyncflow_graph import LocalExecutionBackend, NoopExecutionBackend, WorkflowEngine
 from asyncflow_graph.telemetry import (
@@ -28,15 +29,16 @@ async def main() -> None:
     async def describe(value: int) -> str:
         return f"Describe run {value}"
 
-    with record_events(flow, "run.jsonl"), show_progress(flow, live=False) as bar:
+    Path("out").mkdir(exist_ok=True)  # every example writes under out/
+    with record_events(flow, "out/run.jsonl"), show_progress(flow, live=False) as bar:
         await asyncio.gather(*(describe(simulate(i)) for i in range(4)))
     print("progress:", bar.line())
 
-    events = read_events("run.jsonl")
+    events = read_events("out/run.jsonl")
     print("events:", dict(Counter(e.event for e in events)))
     task = load_tasks(events)["task.000001"]
     print(task.name, task.backend, task.state, f"ran {task.ended - task.started:.2f} s")
-    print("drew", plot_timeline("run.jsonl", "timeline.png", group_by="backend"))
+    print("drew", plot_timeline("out/run.jsonl", "out/timeline.png", group_by="backend"))
     await flow.shutdown()
 
 
