@@ -43,12 +43,28 @@ CANCEL_CONFIRM_TIMEOUT = 10.0
 _IN_FLIGHT = frozenset({"waiting", "queued", "no-worker", "processing"})
 
 
+# Statuses of a Dask future that ended and then went back before the watcher looked
+# at it: "lost" (its value died with a worker: the scheduler's "lost-data"), "pending"
+# (a gather found the value missing and asked the scheduler again).
+_WENT_BACK = frozenset({"lost", "pending"})
+
+
 async def _as_completed(client: Any, futures: list[Any]) -> AsyncIterator[Any]:
+    """The futures as they end (finished, erred or cancelled). One that went back
+    (see ``_WENT_BACK``) is waited for again, not yielded: Dask computes a lost value
+    again for every client holding its future, and a future yielded in neither state
+    would leave its task without an ending (on a busy loop "key-in-memory" and
+    "lost-data" can both arrive before the watcher runs)."""
     from distributed import as_completed
 
     # The client's loop, given explicitly: a user's client need not be the default one.
-    async for fut in as_completed(futures, loop=client.loop):  # type: ignore[no-untyped-call]
-        yield fut
+    ended = as_completed(futures, loop=client.loop)  # type: ignore[no-untyped-call]
+    async for fut in ended:
+        if fut.status in _WENT_BACK:
+            log.debug("dask: the value of %s was lost before it was seen; waiting", fut.key)
+            ended.add(fut)
+        else:
+            yield fut
 
 
 class DaskExecutionBackend(Backend):
