@@ -62,7 +62,7 @@ async def _as_completed(client: Any, futures: list[Any]) -> AsyncIterator[Any]:
     async for fut in ended:
         if fut.status in _WENT_BACK:
             log.debug("dask: the value of %s was lost before it was seen; waiting", fut.key)
-            ended.add(fut)
+            ended.add(fut)  # type: ignore[no-untyped-call]
         else:
             yield fut
 
