@@ -32,8 +32,10 @@ from typing import Any, NamedTuple
 from ..errors import BackendError, SerializationError
 from ..protocol import Outcome, Work
 from ..spec import Call
+from . import spill
 from .helpers import calls_of, run_chain
 from .pickling import unpicklable_argument, unpicklable_task
+from .spill import Spilled
 
 __all__ = ["CLOSE_GRACE", "ProcessPool", "ThreadPool", "make_pool"]
 
@@ -176,6 +178,9 @@ class ProcessPool(ThreadPool):
                 ) from exc
             except Exception as exc:  # raised while pickling the call, in the feeder thread
                 raise _unpicklable_call(work, calls, exc) from exc
+            finally:
+                if shipping.spilled is not None:  # a worker removes what it read
+                    shipping.spilled.discard()
         if isinstance(shipped, BaseException):
             raise shipped  # the results could not be read back here
         return shipped
@@ -228,32 +233,29 @@ class _Shipping:
     """A call for a worker, pickled with cloudpickle when the pool's feeder thread
     pickles it (off the loop); unpickled in the worker without ever raising."""
 
-    __slots__ = ("calls", "inputs", "sent", "stop")
+    __slots__ = ("calls", "inputs", "sent", "spilled", "stop")
 
     def __init__(self, calls: list[Call], inputs: dict[str, Any], stop: Container[str]) -> None:
         self.calls = calls
         self.inputs = inputs
         self.stop = stop  # picklable (a FlagDirectory): asked in the worker before each call
         self.sent = False  # pickled into the pool's call queue, for a worker to take
+        self.spilled: Spilled | None = None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        import cloudpickle
-
         self.sent = True
-
-        blob = cloudpickle.dumps((self.calls, self.inputs, self.stop))
-        return (_unship, (self.calls[0].key, blob))
+        # large arguments through a temporary file, so the loop's thread keeps the GIL
+        self.spilled = spill.dump((self.calls, self.inputs, self.stop))
+        return (_unship, (self.calls[0].key, self.spilled))
 
 
 #: what the parent gets back: the outcomes, or the error of reading them
 _Shipped = list[Outcome] | BaseException
 
 
-def _unship(key: str, blob: bytes) -> Any:
-    import cloudpickle
-
+def _unship(key: str, spilled: Spilled) -> Any:
     try:
-        return cloudpickle.loads(blob)
+        return spill.load(spilled)
     except Exception as exc:  # a worker without the module a value's class lives in
         return SerializationError(
             f"the arguments of task {key!r} cannot be unpickled in the worker process: "
@@ -287,14 +289,14 @@ class _Returning:
         return (_read_back, (_dump_outcomes(self.value),))
 
 
-def _dump_outcomes(value: Any) -> bytes:
+def _dump_outcomes(value: Any) -> Spilled:
     import cloudpickle
 
     try:
-        return bytes(cloudpickle.dumps(value))
+        return spill.dump(value)  # a large result: through a file (see spill)
     except Exception:
         if isinstance(value, BaseException):
-            return bytes(cloudpickle.dumps(SerializationError(str(value))))
+            return spill.dump(SerializationError(str(value)))
     safe: list[Outcome] = []
     for key, ok, item in value:
         try:
@@ -308,14 +310,12 @@ def _dump_outcomes(value: Any) -> bytes:
             )
             safe.append((key, False, err))
             break
-    return bytes(cloudpickle.dumps(safe))
+    return spill.dump(safe)
 
 
-def _read_back(blob: bytes) -> _Shipped:
-    import cloudpickle
-
+def _read_back(spilled: Spilled) -> _Shipped:
     try:
-        value: _Shipped = cloudpickle.loads(blob)
+        value: _Shipped = spill.load(spilled)
     except Exception as exc:
         return SerializationError(
             f"a result cannot be unpickled in the parent process: {type(exc).__name__}: {exc}"
