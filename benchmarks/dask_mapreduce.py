@@ -32,12 +32,12 @@ async def dask_delayed(client: Any, maps: int) -> tuple[float, int]:
     return perf_counter() - t0, result
 
 
-async def afg(client: Any, maps: int, execution: str) -> tuple[float, int]:
+async def afg(client: Any, maps: int, execution: str, coarsen: bool = True) -> tuple[float, int]:
     from asyncflow_graph import WorkflowEngine
     from asyncflow_graph.backends import DaskExecutionBackend
 
     flow = await WorkflowEngine.create(
-        backend=DaskExecutionBackend(client=client), execution=execution
+        backend=DaskExecutionBackend(client=client, coarsen=coarsen), execution=execution
     )
     task = flow.function_task(step)
     t0 = perf_counter()
@@ -89,7 +89,7 @@ async def main(maps: int, repeat: int, processes: bool) -> None:
             )
 
 
-async def tls_cost(maps: int, repeat: int, processes: bool) -> None:
+async def tls_cost(maps: int, repeat: int, processes: bool, coarsen: bool = True) -> None:
     """Median wall time of the eager map-reduce and of starting the cluster, on plain
     TCP vs TLS with temporary credentials (interleaved)."""
     from distributed import Client, LocalCluster
@@ -112,14 +112,17 @@ async def tls_cost(maps: int, repeat: int, processes: bool) -> None:
                 Client(cluster, asynchronous=True) as client,
             ):
                 started = perf_counter() - t0
-                elapsed, result = await afg(client, maps, "eager")
+                elapsed, result = await afg(client, maps, "eager", coarsen)
                 assert result == 2 * maps - 1
             times = rows.setdefault(label, {"start": [], "run": []})
             times["start"].append(started)
             times["run"].append(elapsed)
     kind = "processes" if processes else "threads"
     base = statistics.median(rows["tcp, no security"]["run"])
-    print(f"| cluster ({2 * maps - 1} tasks, 2x1 {kind}) | start s | run s | x tcp run |")
+    grouped = "coarsened" if coarsen else "one Dask task per task"
+    print(
+        f"| cluster ({2 * maps - 1} tasks, {grouped}, 2x1 {kind}) | start s | run s | x tcp run |"
+    )
     print("|---|---|---|---|")
     for label, times in rows.items():
         run = statistics.median(times["run"])
@@ -133,8 +136,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--processes", action="store_true")
     parser.add_argument("--tls", action="store_true", help="measure the cost of TLS")
+    parser.add_argument("--no-coarsen", action="store_true", help="--tls: coarsen=False")
     args = parser.parse_args()
     if args.tls:
-        asyncio.run(tls_cost(args.maps, args.repeat, args.processes))
+        asyncio.run(tls_cost(args.maps, args.repeat, args.processes, not args.no_coarsen))
     else:
         asyncio.run(main(args.maps, args.repeat, args.processes))
