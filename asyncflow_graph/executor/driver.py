@@ -84,8 +84,9 @@ class Executor:
         self.retention = Retention(loop, self.state)
         self.handles = Handles(self.retention.dropped)  # made by the intake, resolved here
         self.futures = self.handles.open
-        self._unheld = self.retention.unheld
-        self._done_keys: list[str] = []  # ended since retention last looked
+        self._open_jobs = self.state.open_jobs  # key -> job (read only)
+        self._done_unheld = self.retention.done_unheld  # appended to per key done
+        self._done_held = self.retention.done_held
         self.observers = Observers()
         self.inflight = InFlight(loop, self.backends, self.spawn)
         self.view: RunView = ExecutorView(self.state, self.inflight.works)
@@ -257,11 +258,10 @@ class Executor:
             fut.state = TaskState.RUNNING  # type: ignore[attr-defined]
 
     def done(self, key: str, value: Any) -> None:
-        state = self.state
-        job = state.job_of(key)
+        job = self._open_jobs.get(key)
         if job is None:
             return  # a late result of a cancelled or timed-out task
-        ready = state.done(key, value)
+        ready = self.state.done(key, value)
         unit = job.unit
         if unit.graph:
             self.inflight.works.pop(key, None)
@@ -269,13 +269,14 @@ class Executor:
             self.inflight.finish(unit.keys[0])
         if self.observers.on_done:
             self.observers.done(key, value)
+        remote = type(value) is Remote
         fut = self.futures.pop(key, None)
         if fut is None:
             held = key in self.handles.refs
         else:
             if not fut.done():
                 fut.state = TaskState.DONE  # type: ignore[attr-defined]
-                if type(value) is Remote:
+                if remote:
                     self.remote.hold(key, value, fut)
                 else:
                     fut.set_result(value)
@@ -283,21 +284,19 @@ class Executor:
             if held:
                 self.handles.watch(key, fut)
             del fut
-        if type(value) is Remote and key not in self.remote.refs:
+        if remote and key not in self.remote.refs:
             self.remote.refs[key] = value
         if not held:  # nobody else holds the handle: nobody ever will again
-            self._unheld.add(key)
-            self._done_keys.append(key)
+            self._done_unheld.append(key)
         elif unit.inputs or len(unit.keys) > 1:  # it has dependencies (values to let go of)
-            self._done_keys.append(key)
+            self._done_held.append(key)
         if ready is not None:
             if self._held is not None:
                 self._held.extend(ready.jobs)
             else:
                 self._dispatch(ready.jobs)
-        if self._held is None and self._done_keys:  # a report of its own (not in ended())
-            self._done_keys, done = [], self._done_keys
-            self.retention.done(done)
+        if self._held is None:  # a report of its own (not in ended())
+            self.retention.done()
 
     def ended(self, outcomes: Iterable[Outcome]) -> None:
         # Hold what becomes ready until every outcome is recorded: one submission
@@ -316,9 +315,8 @@ class Executor:
             self.observers.close_batch(outer_batch)
         if held:
             self._dispatch_open(held)  # skips any cancelled meanwhile
-        if outer is None and self._done_keys:  # once for the batch: what to let go of
-            self._done_keys, done = [], self._done_keys
-            self.retention.done(done)
+        if outer is None:  # once for the batch: what to let go of
+            self.retention.done()
 
     def failed(self, key: str, exc: BaseException) -> None:
         job = self.state.job_of(key)

@@ -31,7 +31,7 @@ from ..graph import Graph
 from ..protocol import ENGINE_BACKEND, Backend, Coarsening, TaskState
 from ..spec import EMPTY_MAPPING, Node, Ref, TaskKind, bind
 from .faults import compile_error
-from .retention import RELEASED
+from .retention import RELEASED, count_into
 from .waits import describe_cycle, wait_cycle
 
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Intake:
         self._backlog: collections.deque[tuple[dict[str, Node], Iterator[tuple[str, Node]]]]
         self._backlog = collections.deque()
         self.retention = executor.retention
-        self._dependents = (self.retention.pending, self.retention.users)
+        self._dep_pending, self._dep_users = self.retention.pending, self.retention.users
         self.retention.hooks.append(self._let_go)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
@@ -163,10 +163,8 @@ class Intake:
         self.executor.futures[key] = fut
         deps = node.deps
         if deps:  # their values stay until this task ended (Retention.depend, inlined)
-            pending, users = self._dependents
-            for d in deps:
-                pending[d] = pending.get(d, 0) + 1
-                users[d] = users.get(d, 0) + 1
+            count_into(self._dep_pending, deps)
+            count_into(self._dep_users, deps)
         self._pending[key] = node
         if not self._flush_scheduled and not self.lazy:
             self._schedule_flush()

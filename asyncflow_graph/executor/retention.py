@@ -22,6 +22,8 @@ queues the key; the loop does the rest.
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import traceback
 import weakref
 from collections.abc import Callable, Iterable
@@ -30,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .state import RunState
 
-__all__ = ["RELEASED", "HandleRef", "Retention", "clear_frames"]
+__all__ = ["RELEASED", "HandleRef", "Retention", "clear_frames", "count_into"]
+
+#: ``counts[k] += 1`` for each ``k`` of an iterable, in C (the helper
+#: ``Counter.update`` runs; the module has a Python fallback): the intake counts
+#: each new task's dependencies with it, on the hot path.
+count_into: Callable[[dict[str, int], Iterable[str]], None]
+count_into = collections._count_elements  # type: ignore[attr-defined]
 
 
 class _Released:
@@ -44,6 +52,7 @@ class _Released:
 
 
 RELEASED: Any = _Released()
+_NONE: Any = object()  # "no entry" for dict.pop (None may be a value or a message)
 
 
 class HandleRef(weakref.ref["asyncio.Future[Any]"]):
@@ -62,6 +71,8 @@ class Retention:
         "_settling",
         "_state",
         "_todo",
+        "done_held",
+        "done_unheld",
         "hooks",
         "pending",
         "unheld",
@@ -82,6 +93,10 @@ class Retention:
         #: called with the keys whose value was let go of and the keys forgotten, once
         #: per batch (the executor's and the intake's own per-key tables)
         self.hooks: list[Callable[[list[str], list[str]], object]] = []
+        #: done since :meth:`done` last looked (the driver appends, on its hot path):
+        #: keys whose handle nobody holds, and held keys with dependencies
+        self.done_unheld: list[str] = []
+        self.done_held: list[str] = []
         self._dropped: list[str] = []
         self._scheduled = False
         self._todo: list[str] = []  # keys that ended this turn and may be let go of
@@ -91,10 +106,8 @@ class Retention:
 
     def depend(self, deps: Iterable[str]) -> None:
         """A new task depends on ``deps``: their values stay until it ended."""
-        pending, users = self.pending, self.users
-        for d in deps:
-            pending[d] = pending.get(d, 0) + 1
-            users[d] = users.get(d, 0) + 1
+        count_into(self.pending, deps)
+        count_into(self.users, deps)
 
     def ended(self, key: str, deps: tuple[str, ...]) -> None:
         """``key`` ended (any outcome); ``deps`` are its dependencies. What may be let
@@ -115,24 +128,41 @@ class Retention:
             self._settling = True
             self._loop.call_soon(self._settle_later)
 
-    def done(self, keys: list[str]) -> None:
-        """``keys`` ended with a value (the driver gives them per batch of reports):
-        their dependencies' values, and their own, may be let go of now."""
-        unheld, pending, nodes = self.unheld, self.pending, self._state.nodes
+    def done(self) -> None:
+        """The keys in :attr:`done_unheld` and :attr:`done_held` ended with a value
+        (the driver collects them per batch of reports): their dependencies'
+        values, and their own, may be let go of now."""
+        unheld_keys, held_keys = self.done_unheld, self.done_held
+        if not (unheld_keys or held_keys):
+            return
+        unheld, pending, users = self.unheld, self.pending, self.users
+        nodes, values = self._state.nodes, self._state.values
+        unheld.update(unheld_keys)
+        released: list[str] = []
         todo: list[str] = []
-        for key in keys:
+        for key in itertools.chain(unheld_keys, held_keys):
             for d in nodes[key].deps:
                 n = pending[d] - 1
                 if n:
                     pending[d] = n
                 else:
                     del pending[d]
-                    if d in unheld:
+                    if d not in unheld:
+                        continue
+                    # Released here, not in _settle (the hot path): ``d`` has a value
+                    # (``key`` got it) and ``key``, not forgotten, still uses it.
+                    if d in users:
+                        if values.get(d, RELEASED) is not RELEASED:
+                            values[d] = RELEASED
+                            released.append(d)
+                    else:
                         todo.append(d)
             if key in unheld and key not in pending:
                 todo.append(key)
-        if todo:
-            self._settle(todo)
+        unheld_keys.clear()
+        held_keys.clear()
+        if todo or released:
+            self._settle(todo, released)
 
     def _settle_later(self) -> None:
         self._settling = False
@@ -163,51 +193,55 @@ class Retention:
     def held_again(self, key: str) -> None:
         """A new handle was made for ``key`` (a pure call of a known key)."""
         self.unheld.discard(key)
+        if key in self.done_unheld:  # done in this batch of reports: held now
+            self.done_unheld.remove(key)
+            self.done_held.append(key)
 
     # -- decisions ----------------------------------------------------------------------
 
-    def _settle(self, todo: list[str]) -> None:
+    def _settle(self, todo: list[str], released: list[str] | None = None) -> None:
+        """Let go of what ``todo``'s keys no longer need; ``released``: values let go
+        of already (by :meth:`done`), told to the hooks with the rest."""
+        # Releasing and forgetting in one loop, the forgetting inlined: a run whose
+        # handles are all dropped forgets every key through here, once per task.
         state = self._state
         unheld, pending, users, open_jobs = self.unheld, self.pending, self.users, self._open
-        values, failures, cancelled = state.values, state.failures, state.cancelled
-        released: list[str] = []
+        nodes, values, durations = state.nodes, state.values, state.durations
+        if released is None:
+            released = []
         forgotten: list[str] = []
         while todo:
             k = todo.pop()
-            if k in pending or k in open_jobs or k not in unheld:
+            if k in pending or k not in unheld or k in open_jobs:
                 continue
             if k in users:  # its dependents ended; held ones keep the node
                 if values.get(k, RELEASED) is not RELEASED:
                     values[k] = RELEASED
                     released.append(k)
-            elif k in values or k in failures or k in cancelled:  # else: not compiled yet
-                forgotten.append(k)
-                todo.extend(self._forget(k))
+                continue
+            # Forgotten: node, value or error, duration (a key met again here after
+            # that finds no outcome left and is passed over).
+            if k in values:
+                del values[k]
+            elif state.failures.pop(k, _NONE) is _NONE and state.cancelled.pop(k, _NONE) is _NONE:
+                continue  # not compiled yet: forgotten once it ended
+            forgotten.append(k)
+            if durations:
+                durations.pop(k, None)
+            node = nodes.pop(k, None)
+            if node is not None:
+                for d in node.deps:
+                    n = users.get(d, 1) - 1
+                    if n:
+                        users[d] = n
+                    else:
+                        users.pop(d, None)
+                        todo.append(d)
+        if forgotten:
+            unheld.difference_update(forgotten)  # once for the lot
         if released or forgotten:
             for hook in self.hooks:
                 hook(released, forgotten)
-
-    def _forget(self, key: str) -> list[str]:
-        """Forget ``key``; returns the dependencies that may be forgotten now."""
-        state = self._state
-        node = state.nodes.pop(key, None)
-        state.values.pop(key, None)
-        state.failures.pop(key, None)
-        state.cancelled.pop(key, None)
-        state.durations.pop(key, None)
-        self.unheld.discard(key)
-        if node is None or not node.deps:
-            return ()  # type: ignore[return-value]
-        freed: list[str] = []
-        users = self.users
-        for d in node.deps:
-            n = users.get(d, 1) - 1
-            if n:
-                users[d] = n
-            else:
-                users.pop(d, None)
-                freed.append(d)
-        return freed
 
 
 def clear_frames(exc: BaseException) -> None:
