@@ -64,6 +64,9 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
         #: code, not function: closures made per task share one entry (a cache by
         #: function would keep every one alive), and unhashable callables work.
         self._is_async: dict[types.CodeType, bool] = {}
+        #: the function _all_async asked about last (one reference, dropped for the next)
+        self._last_func: Any = None
+        self._last_async = False
         self._stops = Stops()  # keys cancelled while their unit runs or waits in the pool
         self._closed = False
         self._init_asyncflow_api()
@@ -166,23 +169,25 @@ class LocalExecutionBackend(AsyncFlowBackendAPI, Backend):
             self._stops.done(work.key, stopped)
 
     def _all_async(self, work: Work) -> bool:
-        cache = self._is_async
-        last = None
+        # The function asked last is remembered with its answer: most units run
+        # the same function as the one before (a fan-out, a chain), on the hot path.
         for node in work.nodes:
             func = node.func
-            if func is last:  # a chain of one function: asked once
-                continue
-            last = func
-            if type(func) is types.FunctionType:
-                code = func.__code__
-                flag = cache.get(code)
-                if flag is None:
-                    flag = cache[code] = inspect.iscoroutinefunction(func)
-            else:  # partials, bound methods, callable objects
-                flag = inspect.iscoroutinefunction(func)
-            if not flag:
+            if func is not self._last_func:
+                self._last_func = func
+                self._last_async = self._is_async_func(func)
+            if not self._last_async:
                 return False
         return True
+
+    def _is_async_func(self, func: Any) -> bool:
+        if type(func) is types.FunctionType:  # by code: closures of one def share it
+            code = func.__code__
+            flag = self._is_async.get(code)
+            if flag is None:
+                flag = self._is_async[code] = inspect.iscoroutinefunction(func)
+            return flag
+        return inspect.iscoroutinefunction(func)  # partials, bound methods, callable objects
 
     async def _run_pooled(self, work: Work) -> None:
         report = self.context.reporter

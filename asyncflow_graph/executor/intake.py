@@ -88,6 +88,7 @@ class Intake:
         self._backlog = collections.deque()
         self.retention = executor.retention
         self._dep_pending, self._dep_users = self.retention.pending, self.retention.users
+        self._futures = executor.futures  # the run's open handles
         self.retention.hooks.append(self._let_go)
         self.counter = itertools.count(1)  # GraphBuilder: numbers the keys
         self._flush_scheduled = False
@@ -160,7 +161,7 @@ class Intake:
         fut.key = key
         fut.state = TaskState.PENDING
         fut.host = self
-        self.executor.futures[key] = fut
+        self._futures[key] = fut
         deps = node.deps
         if deps:  # their values stay until this task ended (Retention.depend, inlined)
             count_into(self._dep_pending, deps)

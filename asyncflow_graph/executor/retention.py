@@ -230,12 +230,12 @@ class Retention:
                 durations.pop(k, None)
             node = nodes.pop(k, None)
             if node is not None:
-                for d in node.deps:
-                    n = users.get(d, 1) - 1
+                for d in node.deps:  # counted for this very node by the intake
+                    n = users[d] - 1
                     if n:
                         users[d] = n
                     else:
-                        users.pop(d, None)
+                        del users[d]
                         todo.append(d)
         if forgotten:
             unheld.difference_update(forgotten)  # once for the lot
