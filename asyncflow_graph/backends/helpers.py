@@ -34,6 +34,7 @@ __all__ = [
     "Call",
     "ThreadSafeReporter",
     "calls_of",
+    "picklable_outcomes",
     "resume",
     "run_chain",
     "run_command",
@@ -86,20 +87,29 @@ def run_pickled_chain(payload: bytes) -> bytes:
     try:
         return bytes(cloudpickle.dumps(outcomes))
     except Exception:
-        safe: list[Outcome] = []
-        for key, ok, value in outcomes:
-            try:
-                cloudpickle.dumps(value)
-                safe.append((key, ok, value))
-            except Exception as exc:
-                err = SerializationError(
-                    f"the {'result' if ok else 'exception'} of task {key!r} "
-                    f"({type(value).__name__}) cannot be pickled back from the worker "
-                    f"process: {exc}"
-                )
-                safe.append((key, False, err))
-                break
-        return bytes(cloudpickle.dumps(safe))
+        return bytes(cloudpickle.dumps(picklable_outcomes(outcomes)))
+
+
+def picklable_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """``outcomes`` up to the first whose value or exception cannot be pickled back
+    from a worker process, which becomes a SerializationError naming its task (the
+    chain stops there, as it would have on a failure)."""
+    import cloudpickle
+
+    safe: list[Outcome] = []
+    for key, ok, value in outcomes:
+        try:
+            cloudpickle.dumps(value)
+            safe.append((key, ok, value))
+        except Exception as exc:
+            err = SerializationError(
+                f"the {'result' if ok else 'exception'} of task {key!r} "
+                f"({type(value).__name__}) cannot be pickled back from the worker "
+                f"process: {exc}"
+            )
+            safe.append((key, False, err))
+            break
+    return safe
 
 
 #: each command leads its own process group, so that stopping it stops what it started

@@ -33,7 +33,7 @@ from ..errors import BackendError, SerializationError
 from ..protocol import Outcome, Work
 from ..spec import Call
 from . import spill
-from .helpers import calls_of, run_chain
+from .helpers import calls_of, picklable_outcomes, run_chain
 from .pickling import unpicklable_argument, unpicklable_task
 from .spill import Spilled
 
@@ -290,27 +290,12 @@ class _Returning:
 
 
 def _dump_outcomes(value: Any) -> Spilled:
-    import cloudpickle
-
     try:
         return spill.dump(value)  # a large result: through a file (see spill)
     except Exception:
         if isinstance(value, BaseException):
             return spill.dump(SerializationError(str(value)))
-    safe: list[Outcome] = []
-    for key, ok, item in value:
-        try:
-            cloudpickle.dumps(item)
-            safe.append((key, ok, item))
-        except Exception as exc:
-            what = "result" if ok else "exception"
-            err = SerializationError(
-                f"the {what} of task {key!r} ({type(item).__name__}) cannot be pickled back "
-                f"from the worker process: {exc}"
-            )
-            safe.append((key, False, err))
-            break
-    return spill.dump(safe)
+    return spill.dump(picklable_outcomes(value))
 
 
 def _read_back(spilled: Spilled) -> _Shipped:
