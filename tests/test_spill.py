@@ -45,6 +45,27 @@ def test_a_value_that_cannot_be_pickled_leaves_no_file(tmp_path, monkeypatch):
     assert _spilled(str(tmp_path)) == []
 
 
+def test_a_full_temporary_directory_falls_back_to_memory(tmp_path, monkeypatch, caplog):
+    """No room to spill (ENOSPC after some bytes): the value is pickled in memory after
+    all, with one warning naming the fix; nothing is left on disk."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real_write, room = os.write, [3 * MB]
+
+    def write(fd: int, data) -> int:
+        if room[0] <= 0:
+            raise OSError(28, "No space left on device")
+        n = real_write(fd, bytes(memoryview(data)[: min(len(data), room[0], MB)]))
+        room[0] -= n
+        return n
+
+    monkeypatch.setattr(spill.os, "write", write)
+    value = [os.urandom(2 * MB), os.urandom(2 * MB), os.urandom(2 * MB)]
+    with caplog.at_level("WARNING", logger="asyncflow_graph"):
+        spilled = spill.dump(value, limit=MB)
+    assert spilled.path is None and spill.load(spilled) == value
+    assert "set TMPDIR" in caplog.text and _spilled(str(tmp_path)) == []
+
+
 class _Unpicklable:
     def __reduce__(self):
         raise TypeError("no pickling for you")
