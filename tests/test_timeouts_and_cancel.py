@@ -17,7 +17,7 @@ from asyncflow_graph import LocalExecutionBackend, WorkflowEngine
 from asyncflow_graph.errors import DependencyFailureError, TaskTimeoutError
 from asyncflow_graph.testing.tasks import wait_for_path
 
-T = 10
+T = 25  # a bound for waiting on events on a loaded machine, never a sleep
 
 dask_local_cluster = dask_cluster.dask_local_cluster
 
