@@ -144,6 +144,11 @@ def _cleanup_runs() -> Iterator[None]:
     shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
+#: seconds an example may take: most take 1-5 s, the Dask ones start a cluster; the bound
+#: holds on a 2-core machine that other jobs load (30 s did not)
+EXAMPLE_BOUND = 120
+
+
 @functools.cache
 def run(example: str) -> Run:
     """Run ``examples/guide/NAME.py`` once per session, in its own temporary directory."""
@@ -151,9 +156,10 @@ def run(example: str) -> Run:
     cwd = _RUN_DIR / path.stem
     cwd.mkdir(parents=True, exist_ok=True)
     try:
-        proc = run_python([str(path)], cwd, timeout=30)
+        proc = run_python([str(path)], cwd, timeout=EXAMPLE_BOUND)
     except subprocess.TimeoutExpired as exc:
-        return Run(-1, str(exc.stdout or ""), f"timed out after 30 s\n{exc.stderr or ''}", cwd)
+        why = f"timed out after {EXAMPLE_BOUND} s\n{exc.stderr or ''}"
+        return Run(-1, str(exc.stdout or ""), why, cwd)
     return Run(proc.returncode, proc.stdout, proc.stderr, cwd)
 
 
