@@ -147,6 +147,7 @@ def _cleanup_runs() -> Iterator[None]:
 #: seconds an example may take: most take 1-5 s, the Dask ones start a cluster; the bound
 #: holds on a 2-core machine that other jobs load (30 s did not)
 EXAMPLE_BOUND = 120
+pytestmark = pytest.mark.timeout(EXAMPLE_BOUND + 30)  # pytest's own bound stays above it
 
 
 @functools.cache
