@@ -115,6 +115,7 @@ class Batch:
         for key in keys:
             part.add(self.nodes[key], {}, self.commands.get(key))
         part.inputs = self.inputs
+        part.deaths = self.deaths  # worker deaths already charged count against retries=
         return part
 
     def rerun(self, lost: list[str], done: Mapping[str, Any], backend: str) -> Batch:
